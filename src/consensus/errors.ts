@@ -25,8 +25,12 @@ export const txError = (reason: string, detail = "", banScore = 100): RuleError 
   new RuleError({ scope: "tx", reason, banScore, detail, corruptionPossible: false })
 
 /** blockError builds a block rule failure. */
-export const blockError = (reason: string, detail = "", banScore = 100, corruptionPossible = false): RuleError =>
-  new RuleError({ scope: "block", reason, banScore, detail, corruptionPossible })
+export const blockError = (
+  reason: string,
+  detail = "",
+  banScore = 100,
+  corruptionPossible = false,
+): RuleError => new RuleError({ scope: "block", reason, banScore, detail, corruptionPossible })
 
 /** headerError builds a header rule failure. */
 export const headerError = (reason: string, detail = "", banScore = 100): RuleError =>

@@ -162,7 +162,8 @@ export class Writer {
 
   /** finish returns the buffer, asserting the size computed up front was exact. */
   finish(): Uint8Array {
-    if (this.pos !== this.bytes.length) throw new Error(`encoder size mismatch: ${this.pos} != ${this.bytes.length}`)
+    if (this.pos !== this.bytes.length)
+      throw new Error(`encoder size mismatch: ${this.pos} != ${this.bytes.length}`)
     return this.bytes
   }
 }

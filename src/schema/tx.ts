@@ -1,5 +1,5 @@
 import { Schema } from "effect"
-import { decodeWith, type Reader, varintSize, type Writer, Writer as W } from "./codec.js"
+import { decodeWith, type Reader, varintSize, Writer as W, type Writer } from "./codec.js"
 import { Amount, PublicKey, TxId, U32 } from "./primitives.js"
 
 /** MAX_TX_BYTES caps one serialized transaction (consensus `bad-txns-oversize`, and the decoder's cap). */
@@ -18,7 +18,9 @@ export type OutPoint = typeof OutPoint.Type
 export const TxIn = Schema.Struct({
   prevout: OutPoint,
   witness: Schema.Uint8ArrayFromSelf.pipe(
-    Schema.filter((b) => b.length <= MAX_WITNESS_BYTES, { message: () => `at most ${MAX_WITNESS_BYTES} bytes` }),
+    Schema.filter((b) => b.length <= MAX_WITNESS_BYTES, {
+      message: () => `at most ${MAX_WITNESS_BYTES} bytes`,
+    }),
   ),
 })
 export type TxIn = typeof TxIn.Type
@@ -43,7 +45,8 @@ export const MIN_TX_BYTES = 4 + 1 + 1 + 4
 
 /** txSize is the exact serialized size of a transaction. */
 export const txSize = (tx: Tx): number => {
-  let n = 4 + varintSize(tx.inputs.length) + varintSize(tx.outputs.length) + tx.outputs.length * TXOUT_BYTES + 4
+  let n =
+    4 + varintSize(tx.inputs.length) + varintSize(tx.outputs.length) + tx.outputs.length * TXOUT_BYTES + 4
   for (const input of tx.inputs) n += 36 + varintSize(input.witness.length) + input.witness.length
   return n
 }
