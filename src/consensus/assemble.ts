@@ -7,7 +7,7 @@ import { NULL_INDEX } from "./checkTx.js"
 import { txidOf } from "./hash.js"
 import { merkleRoot } from "./merkle.js"
 import { checkProofOfWork } from "./pow.js"
-import { precomputeSighash, sighashOf } from "./sighash.js"
+import { sighashes } from "./sighash.js"
 import type { SignatureBackend } from "./signature.js"
 
 /**
@@ -78,12 +78,12 @@ export const signTx = (
   backend: SignatureBackend,
   aux: (index: number) => Uint8Array,
 ): Tx => {
-  const data = precomputeSighash(unsigned, coins)
+  const messages = sighashes(unsigned, coins)
   return {
     ...unsigned,
     inputs: unsigned.inputs.map((input, i) => ({
       prevout: input.prevout,
-      witness: backend.sign(sighashOf(data, i), secretKeys[i]!, aux(i)),
+      witness: backend.sign(messages[i]!, secretKeys[i]!, aux(i)),
     })),
   }
 }

@@ -193,8 +193,9 @@ export const connectBlock = (
       }
     }
     const coinbase = t === 0
+    const txidHex = toHex(txid)
     for (let n = 0; n < tx.outputs.length; n++) {
-      const key = outpointKey(txid, n)
+      const key = `${txidHex}:${n}`
       if (created.has(key) || view.get(key) !== undefined) {
         return Either.left(blockError("bad-txns-BIP30", "tried to overwrite transaction"))
       }

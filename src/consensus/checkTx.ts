@@ -3,7 +3,7 @@ import type { Coin } from "../schema/coin.js"
 import { MAX_TX_BYTES, type Tx, txSize } from "../schema/tx.js"
 import { type RuleError, txError } from "./errors.js"
 import { COIN } from "./pow.js"
-import { precomputeSighash, sighashOf } from "./sighash.js"
+import { sighashes } from "./sighash.js"
 import type { SignatureCheck } from "./signature.js"
 import { keyOf } from "./utxo.js"
 
@@ -128,14 +128,8 @@ export const checkTxInputs = (
 }
 
 /** txSignatureChecks lists the BIP340 checks a transaction's inputs require, given the coins they spend. */
-export const txSignatureChecks = (tx: Tx, coins: ReadonlyArray<Coin>): Array<SignatureCheck> => {
-  const data = precomputeSighash(tx, coins)
-  const checks: Array<SignatureCheck> = []
-  for (let i = 0; i < tx.inputs.length; i++) {
-    checks.push({ msg: sighashOf(data, i), sig: tx.inputs[i]!.witness, pubkey: coins[i]!.pubkey })
-  }
-  return checks
-}
+export const txSignatureChecks = (tx: Tx, coins: ReadonlyArray<Coin>): Array<SignatureCheck> =>
+  sighashes(tx, coins).map((msg, i) => ({ msg, sig: tx.inputs[i]!.witness, pubkey: coins[i]!.pubkey }))
 
 /** SIG_FAILURE is the reason of a signature that does not verify (Core's script failure reason). */
 export const sigFailure = (detail: string): RuleError =>

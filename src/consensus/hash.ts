@@ -18,8 +18,8 @@ export const blockHashOf = (header80: Uint8Array): BlockHash => sha256d(header80
 
 const tagPrefixes = new Map<string, Uint8Array>()
 
-/** tagPrefix returns sha256(tag) ‖ sha256(tag), memoised per tag (BIP340 tagged hashes). */
-const tagPrefix = (tag: string): Uint8Array => {
+/** tagPrefix returns sha256(tag) ‖ sha256(tag), memoised per tag (BIP340 tagged hashes). Do not mutate it. */
+export const tagPrefix = (tag: string): Uint8Array => {
   let prefix = tagPrefixes.get(tag)
   if (prefix === undefined) {
     const t = sha256(new TextEncoder().encode(tag))

@@ -1,58 +1,55 @@
-import { Writer } from "../schema/codec.js"
+import { allocBytes, Writer } from "../schema/codec.js"
 import type { Coin } from "../schema/coin.js"
 import type { Tx } from "../schema/tx.js"
-import { sha256, taggedHash } from "./hash.js"
+import { sha256, tagPrefix } from "./hash.js"
 
 /** SIGHASH_TAG domain-separates fibercoin signature hashes from every other use of SHA-256 (BIP340 tagging). */
 export const SIGHASH_TAG = "FiberSighash"
 
 /**
- * TxSighashData is what every input's signature hash shares, computed once per transaction:
- * sha_spent commits to every input's outpoint, amount and key, and sha_outputs to every output
- * (BIP341's SIGHASH_DEFAULT idea: a signer knows exactly what it spends and where it all goes, so an
- * offline signer cannot be lied to about input amounts).
+ * txSighashDigest commits, once per transaction, to everything every input signs (BIP341's
+ * SIGHASH_DEFAULT idea: a signer knows exactly what it spends and where it all goes, so an offline
+ * signer cannot be lied to about input amounts):
+ *
+ *   sha256(version u32 ‖ lockTime u32 ‖ nIn u32 ‖ (txid ‖ index u32 ‖ amount u64 ‖ key)… ‖ nOut u32 ‖ (value u64 ‖ key)…)
+ *
+ * `spent[i]` is the coin input i spends. Linear in the transaction's size, computed once, so signing
+ * or checking n inputs costs O(n) hashing, not O(n²) (the quadratic-sighash attack BIP143 fixed).
  */
-export interface TxSighashData {
-  readonly version: number
-  readonly lockTime: number
-  readonly shaSpent: Uint8Array
-  readonly shaOutputs: Uint8Array
-}
-
-/** precomputeSighash hashes the spent coins and the outputs of `tx`; `spent[i]` is the coin input i spends. */
-export const precomputeSighash = (tx: Tx, spent: ReadonlyArray<Coin>): TxSighashData => {
-  const ws = new Writer(tx.inputs.length * (32 + 4 + 8 + 32))
+export const txSighashDigest = (tx: Tx, spent: ReadonlyArray<Coin>): Uint8Array => {
+  const w = new Writer(4 + 4 + 4 + tx.inputs.length * (32 + 4 + 8 + 32) + 4 + tx.outputs.length * (8 + 32))
+  w.u32(tx.version)
+  w.u32(tx.lockTime)
+  w.u32(tx.inputs.length)
   for (let i = 0; i < tx.inputs.length; i++) {
     const input = tx.inputs[i]!
     const coin = spent[i]!
-    ws.raw(input.prevout.txid)
-    ws.u32(input.prevout.index)
-    ws.u64(coin.value)
-    ws.raw(coin.pubkey)
+    w.raw(input.prevout.txid)
+    w.u32(input.prevout.index)
+    w.u64(coin.value)
+    w.raw(coin.pubkey)
   }
-  const wo = new Writer(tx.outputs.length * (8 + 32))
+  w.u32(tx.outputs.length)
   for (const output of tx.outputs) {
-    wo.u64(output.value)
-    wo.raw(output.pubkey)
+    w.u64(output.value)
+    w.raw(output.pubkey)
   }
-  return {
-    version: tx.version,
-    lockTime: tx.lockTime,
-    shaSpent: sha256(ws.finish()),
-    shaOutputs: sha256(wo.finish()),
-  }
+  return sha256(w.finish())
 }
 
 /**
- * sighashOf is the 32-byte message input `index` signs:
- * hash_FiberSighash(version u32 ‖ lockTime u32 ‖ sha_spent ‖ sha_outputs ‖ index u32).
+ * sighashes lists the 32-byte message each input signs: hash_FiberSighash(digest ‖ index u32), with
+ * the digest of txSighashDigest. One buffer serves every input of the transaction.
  */
-export const sighashOf = (data: TxSighashData, index: number): Uint8Array => {
-  const w = new Writer(4 + 4 + 32 + 32 + 4)
-  w.u32(data.version)
-  w.u32(data.lockTime)
-  w.raw(data.shaSpent)
-  w.raw(data.shaOutputs)
-  w.u32(index)
-  return taggedHash(SIGHASH_TAG, w.finish())
+export const sighashes = (tx: Tx, spent: ReadonlyArray<Coin>): Array<Uint8Array> => {
+  const buf = allocBytes(64 + 32 + 4)
+  buf.set(tagPrefix(SIGHASH_TAG), 0)
+  buf.set(txSighashDigest(tx, spent), 64)
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  const out: Array<Uint8Array> = []
+  for (let i = 0; i < tx.inputs.length; i++) {
+    view.setUint32(96, i, true)
+    out.push(sha256(buf))
+  }
+  return out
 }

@@ -2,7 +2,7 @@ import type { Coin } from "../schema/coin.js"
 import { toHex } from "../schema/hex.js"
 import type { OutPoint } from "../schema/tx.js"
 
-/** outpointKey is the string key of an outpoint in UTXO maps: `<txid hex>:<index>`. */
+/** outpointKey is the string key of an outpoint in UTXO maps: `<txid hex>:<index>` (connectBlock builds the same form inline). */
 export const outpointKey = (txid: Uint8Array, index: number): string => `${toHex(txid)}:${index}`
 
 /** keyOf is outpointKey for an OutPoint. */

@@ -50,10 +50,14 @@ export class Reader {
     return v
   }
 
-  /** Copies `n` bytes out of the input (the copy does not pin the input buffer). */
+  /**
+   * bytesN copies `n` bytes out of the input, so a decoded value never pins or aliases a buffer the
+   * caller may reuse (a socket's, LMDB's).
+   */
   bytesN(n: number, what: string): Uint8Array {
     this.need(n, what)
-    const out = new Uint8Array(this.bytes.subarray(this.pos, this.pos + n))
+    const out = allocBytes(n)
+    out.set(this.bytes.subarray(this.pos, this.pos + n))
     this.pos += n
     this.bytesCopied += n
     return out
@@ -112,6 +116,28 @@ export class Reader {
   }
 }
 
+const SLAB_BYTES = 8192
+const MAX_SLAB_ALLOC = 1024
+let slab = new ArrayBuffer(SLAB_BYTES)
+let slabOffset = 0
+
+/**
+ * allocBytes returns `n` zeroed bytes as a plain Uint8Array. V8 keeps typed arrays of up to 64 bytes on
+ * its heap (cheap), but gives a larger one its own off-heap backing store, about 20× the cost; encoders
+ * and decoders allocate several per transaction, so mid-sized ones are carved from a shared 8 KiB slab
+ * (as Node's Buffer pool does). A live value pins its slab, which bounds the waste to the slab size.
+ */
+export const allocBytes = (n: number): Uint8Array => {
+  if (n <= 64 || n > MAX_SLAB_ALLOC) return new Uint8Array(n)
+  if (slabOffset + n > SLAB_BYTES) {
+    slab = new ArrayBuffer(SLAB_BYTES)
+    slabOffset = 0
+  }
+  const out = new Uint8Array(slab, slabOffset, n)
+  slabOffset = (slabOffset + n + 7) & ~7
+  return out
+}
+
 /** Writer fills a buffer of a size computed up front; encoders never reallocate. */
 export class Writer {
   pos = 0
@@ -119,8 +145,8 @@ export class Writer {
   private readonly view: DataView
 
   constructor(size: number) {
-    this.bytes = new Uint8Array(size)
-    this.view = new DataView(this.bytes.buffer)
+    this.bytes = allocBytes(size)
+    this.view = new DataView(this.bytes.buffer, this.bytes.byteOffset, size)
   }
 
   u8(v: number): void {
