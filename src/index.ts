@@ -1,0 +1,25 @@
+/**
+ * fibercoin as a library: the schemas and binary codecs, the pure consensus rules, and the service
+ * layers. The embeddable `Node` layer joins them when the node lands.
+ */
+export * from "./consensus/address.js"
+export * from "./consensus/assemble.js"
+export * from "./consensus/checkBlock.js"
+export * from "./consensus/checkTx.js"
+export * from "./consensus/errors.js"
+export * from "./consensus/hash.js"
+export * from "./consensus/merkle.js"
+export * from "./consensus/params.js"
+export * from "./consensus/pow.js"
+export * from "./consensus/sighash.js"
+export * from "./consensus/signature.js"
+export * from "./consensus/utxo.js"
+export * from "./layers/Signatures.js"
+export * from "./schema/binary.js"
+export * from "./schema/block.js"
+export * from "./schema/coin.js"
+export * from "./schema/DecodeError.js"
+export * from "./schema/hex.js"
+export * from "./schema/primitives.js"
+export * from "./schema/tx.js"
+export { VERSION } from "./version.js"
