@@ -9,7 +9,7 @@
  *   same 2,000 (message, signature, key) triples.
  */
 import { Either } from "effect"
-import { validateBlock } from "../src/consensus/checkBlock.js"
+import { decodeBlockWithTxids, validateBlock } from "../src/consensus/checkBlock.js"
 import type { SignatureBackend, SignatureCheck } from "../src/consensus/signature.js"
 import { loadNativeBackend, nobleBackend, wasmBackend } from "../src/layers/Signatures.js"
 import { decodeBlock } from "../src/schema/block.js"
@@ -74,9 +74,15 @@ const main = () => {
   }))
 
   const validationMs = timeMedian(RUNS, () => {
-    const block = decodeBlock(fixture.bytes)
-    if (Either.isLeft(block)) throw block.left
-    const v = validateBlock(block.right, fixture.ctx, fixture.view, fastest.backend)
+    const decoded = decodeBlockWithTxids(fixture.bytes)
+    if (Either.isLeft(decoded)) throw decoded.left
+    const v = validateBlock(
+      decoded.right.block,
+      fixture.ctx,
+      fixture.view,
+      fastest.backend,
+      decoded.right.txids,
+    )
     if (Either.isLeft(v)) throw new Error(v.left.message)
   })
   const inputsPerSecond = (TXS / validationMs) * 1000

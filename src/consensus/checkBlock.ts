@@ -1,6 +1,15 @@
 import { Either } from "effect"
-import { type Block, type BlockHeader, blockSize, encodeHeader, MAX_BLOCK_BYTES } from "../schema/block.js"
+import {
+  type Block,
+  type BlockHeader,
+  blockSize,
+  encodeHeader,
+  MAX_BLOCK_BYTES,
+  readBlock,
+} from "../schema/block.js"
+import { decodeWith } from "../schema/codec.js"
 import type { BlockUndo, Coin } from "../schema/coin.js"
+import type { DecodeError } from "../schema/DecodeError.js"
 import { bytesEqual, toHex } from "../schema/hex.js"
 import type { BlockHash, Height, TxId } from "../schema/primitives.js"
 import { encodeTx } from "../schema/tx.js"
@@ -81,17 +90,44 @@ export interface BlockCheck {
   readonly txids: ReadonlyArray<TxId>
 }
 
+/** DecodedBlock is a block with the txids hashed from the very bytes it was decoded from. */
+export interface DecodedBlock {
+  readonly block: Block
+  readonly txids: ReadonlyArray<TxId>
+}
+
+/**
+ * decodeBlockWithTxids decodes a canonical block and hashes each transaction's own bytes for its txid,
+ * saving the re-encoding checkBlock would otherwise do (canonical encoding makes them the same bytes).
+ */
+export const decodeBlockWithTxids = (bytes: Uint8Array): Either.Either<DecodedBlock, DecodeError> => {
+  const txids: Array<TxId> = []
+  return Either.map(
+    decodeWith("block", MAX_BLOCK_BYTES, (r) =>
+      readBlock(r, (start, end) => txids.push(txidOf(r.bytes.subarray(start, end)))),
+    )(bytes),
+    (block) => ({ block, txids }),
+  )
+}
+
+/** txidsOf hashes every transaction of a block that was built rather than decoded. */
+export const txidsOf = (block: Block): ReadonlyArray<TxId> => block.txs.map((tx) => txidOf(encodeTx(tx)))
+
 /**
  * checkBlock applies the context-free block rules (Core's CheckBlock): proof of work, merkle root
  * (refusing the CVE-2012-2459 duplicate-subtree mutation), size, exactly one coinbase and first, no
  * duplicate txids, and every transaction's context-free rules. A bad merkle root or a mutation may be a
- * corrupted copy of a valid block: those failures are marked corruptionPossible.
+ * corrupted copy of a valid block: those failures are marked corruptionPossible. `txids` must be the
+ * block's own (txidsOf, or decodeBlockWithTxids's).
  */
-export const checkBlock = (block: Block, params: ConsensusParams): Either.Either<BlockCheck, RuleError> => {
+export const checkBlock = (
+  block: Block,
+  params: ConsensusParams,
+  txids: ReadonlyArray<TxId> = txidsOf(block),
+): Either.Either<BlockCheck, RuleError> => {
   const hash = headerHash(block.header)
   const pow = checkBlockHeader(block.header, hash, params)
   if (Either.isLeft(pow)) return Either.left(pow.left)
-  const txids = block.txs.map((tx) => txidOf(encodeTx(tx)))
   const { root, mutated } = merkleRoot(txids)
   if (!bytesEqual(root, block.header.merkleRoot)) {
     return Either.left(blockError("bad-txnmrklroot", "hashMerkleRoot mismatch", 100, true))
@@ -265,16 +301,17 @@ export interface Validated extends Connected {
 /**
  * validateBlock runs every rule in Core's order: context-free block checks, the header and block
  * contextual checks, connect against `view`, then every signature with `backend`. Pure: the view is
- * only read, the time comes in `ctx.now`.
+ * only read, the time comes in `ctx.now`. Pass `blockTxids` from decodeBlockWithTxids to skip re-hashing.
  */
 export const validateBlock = (
   block: Block,
   ctx: BlockContext,
   view: UtxoView,
   backend: SignatureBackend,
+  blockTxids: ReadonlyArray<TxId> = txidsOf(block),
 ): Either.Either<Validated, RuleError> =>
   Either.gen(function* () {
-    const { hash, txids } = yield* checkBlock(block, ctx.params)
+    const { hash, txids } = yield* checkBlock(block, ctx.params, blockTxids)
     yield* contextualCheckBlockHeader(block.header, ctx)
     yield* contextualCheckBlock(block, ctx.height, ctx.medianTimePast)
     const connected = yield* connectBlock(block, txids, ctx.height, view, ctx.params)

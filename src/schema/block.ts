@@ -66,14 +66,21 @@ export const encodeBlock = (block: Block): Uint8Array => {
   return w.finish()
 }
 
-/** readBlock decodes a header and its transactions; the tx count is bounded by the bytes left. */
-export const readBlock = (r: Reader): Block => {
+/**
+ * readBlock decodes a header and its transactions; the tx count is bounded by the bytes left.
+ * `onTx(start, end)`, when given, is told where each transaction's encoding lies in `r.bytes`.
+ */
+export const readBlock = (r: Reader, onTx?: (start: number, end: number) => void): Block => {
   const header = readHeader(r)
   const n = r.count("block.txs", MAX_BLOCK_BYTES, MIN_TX_BYTES)
   const txs: Array<Tx> = []
-  for (let i = 0; i < n; i++) txs.push(readTx(r))
+  for (let i = 0; i < n; i++) {
+    const start = r.pos
+    txs.push(readTx(r))
+    onTx?.(start, r.pos)
+  }
   return { header, txs }
 }
 
 /** decodeBlock decodes exactly one canonical block of at most MAX_BLOCK_BYTES. */
-export const decodeBlock = decodeWith("block", MAX_BLOCK_BYTES, readBlock)
+export const decodeBlock = decodeWith("block", MAX_BLOCK_BYTES, (r) => readBlock(r))
