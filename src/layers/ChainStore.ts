@@ -50,7 +50,10 @@ export interface KeyedTable {
 /**
  * ChainStore persists the chain state: the block index (every header known), raw blocks, undo data,
  * the UTXO set and the tip pointer, plus small keyed tables. Only the Chain actor's fiber writes the
- * chain state; `coins` may be read by any fiber and always shows the last committed tip.
+ * chain state; `coins` may be read by any fiber and always shows the last committed tip. Bytes go in
+ * and come out as copies (no caller can change the store through them); the order of `loadIndex`,
+ * `forEachCoin` and `entries` is unspecified. Limits (LMDB's; callers stay within them): a table name has no
+ * NUL and name plus key fit 1978 UTF-8 bytes; a tip's commitment is at most 4096 bytes.
  */
 export interface ChainStoreService {
   /**
@@ -104,8 +107,8 @@ export const makeMemoryStore = (): ChainStoreService => {
         for (const e of entries) index.set(toHex(e.hash), e)
       }),
     putBlock: (hash, bytes) => Effect.sync(() => void blocks.set(toHex(hash), copy(bytes))),
-    getBlock: (hash) => Effect.sync(() => Option.fromNullable(blocks.get(toHex(hash)))),
-    getUndo: (hash) => Effect.sync(() => Option.fromNullable(undos.get(toHex(hash)))),
+    getBlock: (hash) => Effect.sync(() => Option.map(Option.fromNullable(blocks.get(toHex(hash))), copy)),
+    getUndo: (hash) => Effect.sync(() => Option.map(Option.fromNullable(undos.get(toHex(hash))), copy)),
     commit: (update) =>
       Effect.sync(() => {
         for (const key of update.delta.spent) coins.delete(key)
@@ -132,10 +135,10 @@ export const makeMemoryStore = (): ChainStoreService => {
       }
       const rows = t
       return {
-        get: (key) => Effect.sync(() => Option.fromNullable(rows.get(key))),
+        get: (key) => Effect.sync(() => Option.map(Option.fromNullable(rows.get(key)), copy)),
         put: (key, value) => Effect.sync(() => void rows.set(key, copy(value))),
         remove: (key) => Effect.sync(() => void rows.delete(key)),
-        entries: Effect.sync(() => [...rows]),
+        entries: Effect.sync(() => [...rows].map(([key, value]) => [key, copy(value)] as const)),
       }
     },
   }
