@@ -1,6 +1,11 @@
 import { Either } from "effect"
 import { assembleBlock, grind, makeCoinbase, signTx } from "../../src/consensus/assemble.js"
-import { type BlockContext, type Validated, validateBlock } from "../../src/consensus/checkBlock.js"
+import {
+  type BlockContext,
+  headerHash,
+  type Validated,
+  validateBlock,
+} from "../../src/consensus/checkBlock.js"
 import type { RuleError } from "../../src/consensus/errors.js"
 import { sha256 } from "../../src/consensus/hash.js"
 import type { NetworkParams } from "../../src/consensus/params.js"
@@ -144,6 +149,28 @@ export class TestChain {
 
   private ownerOf(pubkey: Uint8Array): TestKey | undefined {
     return this.keys.find((k) => Buffer.compare(k.pubkey, pubkey) === 0)
+  }
+
+  /** clone forks the fixture at its current tip: the copy grows independently. */
+  clone(): TestChain {
+    const copy = new TestChain(this.params, this.backend, this.miner)
+    copy.blocks.splice(0, copy.blocks.length, ...this.blocks)
+    copy.hashes.splice(0, copy.hashes.length, ...this.hashes)
+    copy.times.splice(0, copy.times.length, ...this.times)
+    for (const [key, coin] of this.utxos.coins) copy.utxos.coins.set(key, coin)
+    for (const [key, s] of this.wallet) copy.wallet.set(key, s)
+    for (const key of this.keys) if (key !== this.miner) copy.registerKey(key)
+    return copy
+  }
+
+  /**
+   * append puts `block` on this fixture's tip WITHOUT validating it or touching the UTXO set: for
+   * planting an invalid block (and blocks built on it) in a branch that the node must refuse.
+   */
+  append(block: Block): void {
+    this.blocks.push(block)
+    this.hashes.push(headerHash(block.header))
+    this.times.push(block.header.time)
   }
 
   /** mine connects `n` blocks with only a coinbase each. */
