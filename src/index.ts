@@ -1,7 +1,21 @@
 /**
- * fibercoin as a library: the schemas and binary codecs, the pure consensus rules, and the service
- * layers. The embeddable `Node` layer joins them when the node lands.
+ * fibercoin as a library: the schemas and binary codecs, the pure consensus rules, the service layers
+ * (signatures, verification pool, chain storage) and the Chain actor. The embeddable `Node` layer
+ * joins them when the node lands.
  */
+
+export * as Actor from "./actors/Actor.js"
+export {
+  Chain,
+  type ChainConfig,
+  ChainCorrupt,
+  ChainEvent,
+  type ChainServiceApi,
+  defaultChainConfig,
+  layer as layerChain,
+  type SubmitResult,
+  type TipInfo,
+} from "./actors/Chain.js"
 export * from "./consensus/address.js"
 export * from "./consensus/assemble.js"
 export * from "./consensus/checkBlock.js"
@@ -9,14 +23,19 @@ export * from "./consensus/checkTx.js"
 export * from "./consensus/errors.js"
 export * from "./consensus/hash.js"
 export * from "./consensus/merkle.js"
+export * from "./consensus/muhash.js"
 export * from "./consensus/params.js"
 export * from "./consensus/pow.js"
 export * from "./consensus/sighash.js"
 export * from "./consensus/signature.js"
 export * from "./consensus/utxo.js"
+export * from "./layers/ChainStore.js"
+export * from "./layers/ChainStoreLmdb.js"
 export * from "./layers/Signatures.js"
+export * from "./layers/SigVerifier.js"
 export * from "./schema/binary.js"
 export * from "./schema/block.js"
+export * from "./schema/chain.js"
 export * from "./schema/coin.js"
 export * from "./schema/DecodeError.js"
 export * from "./schema/hex.js"

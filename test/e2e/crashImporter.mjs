@@ -1,0 +1,36 @@
+// Child process of crash.test.ts: imports blocks into an LMDB data directory with the built node code
+// and reports each accepted height on stdout. The parent kills it with SIGKILL at a random moment.
+// usage: node test/e2e/crashImporter.mjs <dataDir> <blocksFile>
+import { readFileSync } from "node:fs"
+import { Effect, Layer } from "effect"
+import * as fc from "../../dist/index.js"
+
+const [dataDir, blocksFile] = process.argv.slice(2)
+const file = readFileSync(blocksFile)
+const blocks = []
+for (let at = 0; at < file.length; ) {
+  const n = file.readUInt32LE(at)
+  blocks.push(new Uint8Array(file.subarray(at + 4, at + 4 + n)))
+  at += 4 + n
+}
+
+const layer = fc
+  .layerChain(fc.defaultChainConfig(fc.networks.regtest))
+  .pipe(
+    Layer.provide(Layer.merge(fc.layerLmdb(dataDir), fc.layerInline().pipe(Layer.provide(fc.layerDefault)))),
+  )
+
+const program = Effect.gen(function* () {
+  const chain = yield* fc.Chain
+  process.stdout.write("open\n")
+  for (const bytes of blocks) {
+    yield* chain.submitBlock(bytes)
+    process.stdout.write(`tip ${(yield* chain.tip).height}\n`)
+  }
+  process.stdout.write("done\n")
+})
+
+Effect.runPromise(program.pipe(Effect.provide(layer))).catch((e) => {
+  process.stderr.write(`importer failed: ${e}\n`)
+  process.exit(1)
+})
