@@ -11,7 +11,7 @@ import {
   type HeaderContext,
   headerHash,
 } from "../consensus/checkBlock.js"
-import { sigFailure } from "../consensus/checkTx.js"
+import { SIG_FAILURE_REASON } from "../consensus/checkTx.js"
 import { blockError, type RuleError } from "../consensus/errors.js"
 import {
   decodeMuHash,
@@ -405,7 +405,7 @@ export const make = (config: ChainConfig) =>
           yield* checkBlock(block, params, txids)
           yield* contextualCheckBlockHeader(block.header, ctx)
           yield* contextualCheckBlock(block, ctx.height, ctx.medianTimePast)
-          return yield* connectBlock(block, txids, ctx.height, store.coins, params)
+          return yield* connectBlock(block, txids, ctx.height, store.coins, params, verifier.txVerified)
         })
         if (Either.isLeft(checked)) return Either.left(checked.left)
         const connected = checked.right
@@ -413,9 +413,10 @@ export const make = (config: ChainConfig) =>
         if (bad >= 0) {
           const t = connected.checkTx[bad]!
           return Either.left(
-            blockError(sigFailure("").reason, `invalid Schnorr signature; tx ${toHex(txids[t]!)}`),
+            blockError(SIG_FAILURE_REASON, `invalid Schnorr signature; tx ${toHex(txids[t]!)}`),
           )
         }
+        verifier.markTxVerified(txids.slice(1))
         const spentCoins = new Map<string, Coin>()
         let u = 0
         for (let t = 1; t < block.txs.length; t++) {

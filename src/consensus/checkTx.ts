@@ -131,6 +131,9 @@ export const checkTxInputs = (
 export const txSignatureChecks = (tx: Tx, coins: ReadonlyArray<Coin>): Array<SignatureCheck> =>
   sighashes(tx, coins).map((msg, i) => ({ msg, sig: tx.inputs[i]!.witness, pubkey: coins[i]!.pubkey }))
 
-/** SIG_FAILURE is the reason of a signature that does not verify (Core's script failure reason). */
+/** SIG_FAILURE_REASON is the reason of a signature that does not verify (Core's script failure reason). */
+export const SIG_FAILURE_REASON = "mandatory-script-verify-flag-failed"
+
+/** sigFailure is the rule failure of a signature that does not verify. */
 export const sigFailure = (detail: string): RuleError =>
-  txError("mandatory-script-verify-flag-failed", `invalid Schnorr signature: ${detail}`)
+  txError(SIG_FAILURE_REASON, `invalid Schnorr signature: ${detail}`)

@@ -18,6 +18,15 @@ export interface SigVerifierService {
    * Any fiber may call it, concurrently; with the pool the calling thread stays free while workers verify.
    */
   readonly verifyAll: (checks: ReadonlyArray<SignatureCheck>) => Effect.Effect<number>
+  /**
+   * txVerified answers whether every signature of the transaction with this txid was verified before
+   * (Core's script-execution cache, keyed by txid). Sound because a txid commits to the signatures,
+   * the outpoints and the outputs, and the coin at an outpoint is fixed by the txid that created it,
+   * so the same txid always signs the same sighashes. Synchronous: consensus asks it per transaction.
+   */
+  readonly txVerified: (txid: Uint8Array) => boolean
+  /** markTxVerified records transactions whose every signature verified (valid results only). */
+  readonly markTxVerified: (txids: ReadonlyArray<Uint8Array>) => void
   /** stats for metrics/benchmarks */
   readonly stats: Effect.Effect<SigVerifierStats>
 }
@@ -175,6 +184,19 @@ const makeCache = (capacity: number): SignatureCache => {
   }
 }
 
+/** TxCache is the txid-level cache behind `txVerified`: the same bounded LRU, keyed by the txid's bytes. */
+const makeTxCache = (capacity: number): Pick<SigVerifierService, "txVerified" | "markTxVerified"> => {
+  const cache = makeCache(capacity)
+  const key = (txid: Uint8Array) =>
+    Buffer.from(txid.buffer, txid.byteOffset, txid.byteLength).toString("latin1")
+  return {
+    txVerified: (txid) => cache.has(key(txid)),
+    markTxVerified: (txids) => {
+      for (const txid of txids) cache.add(key(txid))
+    },
+  }
+}
+
 /** cacheKey is sha256 of one packed check as a 32-char binary string (with the packing, ~0.5 µs). */
 const cacheKey = (packed: Uint8Array): string => crypto.hash("sha256", packed, "binary")
 
@@ -249,7 +271,11 @@ const makeInline = (backend: SignatureBackend, cacheEntries: number): SigVerifie
       }
       return malformed
     })
-  return { verifyAll, stats: Effect.sync(() => ({ workers: 0, ...cache.counts() })) }
+  return {
+    verifyAll,
+    ...makeTxCache(Math.ceil(cacheEntries / 4)),
+    stats: Effect.sync(() => ({ workers: 0, ...cache.counts() })),
+  }
 }
 
 /** InlineOptions configures `layerInline`. */
@@ -608,6 +634,7 @@ export const makePool = (
 
     const service: SigVerifierService = {
       verifyAll,
+      ...makeTxCache(Math.ceil((options.cacheEntries ?? defaultCacheEntries) / 4)),
       stats: Effect.sync(() => ({
         workers: slots.filter((s) => s.worker !== undefined).length,
         ...cache.counts(),

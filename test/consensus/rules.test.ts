@@ -1,7 +1,13 @@
 import { Either } from "effect"
 import { beforeAll, describe, expect, it } from "vitest"
 import { assembleBlock, makeCoinbase } from "../../src/consensus/assemble.js"
-import { checkBlock, headerHash, validateBlock } from "../../src/consensus/checkBlock.js"
+import {
+  checkBlock,
+  connectBlock,
+  headerHash,
+  txidsOf,
+  validateBlock,
+} from "../../src/consensus/checkBlock.js"
 import { checkTransaction, MAX_MONEY } from "../../src/consensus/checkTx.js"
 import { txidOf } from "../../src/consensus/hash.js"
 import { regtest } from "../../src/consensus/params.js"
@@ -363,5 +369,25 @@ describe("block and transaction rules: each case breaks exactly one rule and get
     ])
     const v = validateBlock(badSig, chain.context(), chain.utxos, backend)
     expect(Either.isLeft(v) && v.left.corruptionPossible).toBe(false)
+  })
+})
+
+describe("connectBlock with transactions verified before", () => {
+  it("builds no signature checks for a transaction the predicate names, and all for the others", () => {
+    const other = chain.spend([coin2], [pay(bob, 49n * COIN)])
+    const block = chain.candidate([spend, other])
+    const txids = txidsOf(block)
+    const all = connectBlock(block, txids, chain.height + 1, chain.utxos, regtest)
+    const skipFirst = connectBlock(
+      block,
+      txids,
+      chain.height + 1,
+      chain.utxos,
+      regtest,
+      (t) => t === txids[1],
+    )
+    expect(Either.isRight(all) && all.right.signatureChecks.length).toBe(2)
+    expect(Either.isRight(skipFirst) && skipFirst.right.signatureChecks.length).toBe(1)
+    expect(Either.isRight(skipFirst) && skipFirst.right.checkTx).toEqual([2])
   })
 })

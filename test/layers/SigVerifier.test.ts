@@ -238,3 +238,21 @@ describe("layerPool", () => {
     }),
   )
 })
+
+describe("the txid-level cache (txVerified / markTxVerified)", () => {
+  it.scoped("remembers transactions marked verified, and nothing else, within its bound", () =>
+    Effect.gen(function* () {
+      const v = yield* SigVerifier
+      const txid = (i: number) => new Uint8Array(32).fill(i)
+      expect(v.txVerified(txid(1))).toBe(false)
+      v.markTxVerified([txid(1), txid(2)])
+      expect(v.txVerified(txid(1))).toBe(true)
+      expect(v.txVerified(txid(2))).toBe(true)
+      expect(v.txVerified(txid(3))).toBe(false)
+      // bound: cacheEntries / 4 = 25 txids
+      v.markTxVerified(Array.from({ length: 100 }, (_, i) => txid(10 + i)))
+      const kept = Array.from({ length: 100 }, (_, i) => v.txVerified(txid(10 + i))).filter(Boolean).length
+      expect(kept).toBe(25)
+    }).pipe(Effect.provide(layerInline({ cacheEntries: 100 }).pipe(Layer.provide(layerDefault)))),
+  )
+})
