@@ -1,8 +1,8 @@
 import { Clock, Context, Data, Deferred, Effect, Either, Layer, Option, PubSub, Ref } from "effect"
 import {
   type BlockContext,
+  checkAndConnect,
   checkBlock,
-  connectBlock,
   contextualCheckBlock,
   contextualCheckBlockHeader,
   type DecodedBlock,
@@ -10,8 +10,8 @@ import {
   disconnectBlock,
   type HeaderContext,
   headerHash,
+  signatureFailure,
 } from "../consensus/checkBlock.js"
-import { SIG_FAILURE_REASON } from "../consensus/checkTx.js"
 import { blockError, type RuleError } from "../consensus/errors.js"
 import {
   decodeMuHash,
@@ -401,21 +401,11 @@ export const make = (config: ChainConfig) =>
         const { block, txids } = yield* readBlock(node)
         const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
         const ctx: BlockContext = { ...headerContext(state, node.parent!, now), params }
-        const checked = Either.gen(function* () {
-          yield* checkBlock(block, params, txids)
-          yield* contextualCheckBlockHeader(block.header, ctx)
-          yield* contextualCheckBlock(block, ctx.height, ctx.medianTimePast)
-          return yield* connectBlock(block, txids, ctx.height, store.coins, params, verifier.txVerified)
-        })
+        const checked = checkAndConnect(block, ctx, store.coins, txids, verifier.txVerified)
         if (Either.isLeft(checked)) return Either.left(checked.left)
         const connected = checked.right
         const bad = yield* verifier.verifyAll(connected.signatureChecks)
-        if (bad >= 0) {
-          const t = connected.checkTx[bad]!
-          return Either.left(
-            blockError(SIG_FAILURE_REASON, `invalid Schnorr signature; tx ${toHex(txids[t]!)}`),
-          )
-        }
+        if (bad >= 0) return Either.left(signatureFailure(connected, bad))
         verifier.markTxVerified(txids.slice(1))
         const spentCoins = new Map<string, Coin>()
         let u = 0

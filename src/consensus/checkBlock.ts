@@ -304,9 +304,36 @@ export interface Validated extends Connected {
 }
 
 /**
- * validateBlock runs every rule in Core's order: context-free block checks, the header and block
- * contextual checks, connect against `view`, then every signature with `backend`. Pure: the view is
- * only read, the time comes in `ctx.now`. Pass `blockTxids` from decodeBlockWithTxids to skip re-hashing.
+ * checkAndConnect runs every rule but the signature checks, in Core's order: context-free block checks,
+ * the header and block contextual checks, then connect against `view`. Pure: the view is only read,
+ * the time comes in `ctx.now`. `blockTxids` must be the block's own (decodeBlockWithTxids's saves
+ * re-hashing); `signaturesVerified` as for connectBlock. The caller verifies `signatureChecks`.
+ */
+export const checkAndConnect = (
+  block: Block,
+  ctx: BlockContext,
+  view: UtxoView,
+  blockTxids: ReadonlyArray<TxId> = txidsOf(block),
+  signaturesVerified?: (txid: TxId) => boolean,
+): Either.Either<Validated, RuleError> =>
+  Either.gen(function* () {
+    const { hash, txids } = yield* checkBlock(block, ctx.params, blockTxids)
+    yield* contextualCheckBlockHeader(block.header, ctx)
+    yield* contextualCheckBlock(block, ctx.height, ctx.medianTimePast)
+    const connected = yield* connectBlock(block, txids, ctx.height, view, ctx.params, signaturesVerified)
+    return { ...connected, hash, txids }
+  })
+
+/** signatureFailure is the block's rule failure when its check `index` does not verify. */
+export const signatureFailure = (connected: Validated, index: number): RuleError => {
+  const txid = connected.txids[connected.checkTx[index]!]!
+  return inBlock(sigFailure(`input of tx ${toHex(txid)}`), txid)
+}
+
+/**
+ * validateBlock is checkAndConnect followed by every signature check on `backend`, inline: the whole
+ * of Core's block validation in one pure call (tests, benchmarks, tools). The node itself verifies
+ * signatures on its SigVerifier pool instead.
  */
 export const validateBlock = (
   block: Block,
@@ -315,17 +342,9 @@ export const validateBlock = (
   backend: SignatureBackend,
   blockTxids: ReadonlyArray<TxId> = txidsOf(block),
 ): Either.Either<Validated, RuleError> =>
-  Either.gen(function* () {
-    const { hash, txids } = yield* checkBlock(block, ctx.params, blockTxids)
-    yield* contextualCheckBlockHeader(block.header, ctx)
-    yield* contextualCheckBlock(block, ctx.height, ctx.medianTimePast)
-    const connected = yield* connectBlock(block, txids, ctx.height, view, ctx.params)
+  Either.flatMap(checkAndConnect(block, ctx, view, blockTxids), (connected) => {
     const bad = firstInvalid(backend, connected.signatureChecks)
-    if (bad >= 0) {
-      const t = connected.checkTx[bad]!
-      return yield* Either.left(inBlock(sigFailure(`input of tx ${toHex(txids[t]!)}`), txids[t]!))
-    }
-    return { ...connected, hash, txids }
+    return bad >= 0 ? Either.left(signatureFailure(connected, bad)) : Either.right(connected)
   })
 
 /** inBlock restates a transaction's rule failure as the failure of the block that carries it (Core: BLOCK_CONSENSUS, score 100). */
