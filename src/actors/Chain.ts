@@ -36,6 +36,9 @@ import { bytesEqual, toHex } from "../schema/hex.js"
 import type { BlockHash, Height, TxId } from "../schema/primitives.js"
 import * as Actor from "./Actor.js"
 
+/** PROGRESS_EVERY: connecting a long branch (reindex, a big import) logs a progress line this often. */
+const PROGRESS_EVERY = 1000
+
 /** MAX_REJECTED bounds the memory of refused block hashes. */
 const MAX_REJECTED = 10_000
 
@@ -529,12 +532,16 @@ export const make = (config: ChainConfig) =>
           const path: Array<Node> = []
           for (let n: Node | undefined = best; n !== fork; n = n!.parent) path.push(n!)
           path.reverse()
-          for (const node of path) {
+          for (let i = 0; i < path.length; i++) {
+            const node = path[i]!
             const r = yield* connectTip(state, node)
             if (Either.isLeft(r)) {
               failure ??= { node, error: r.left }
               yield* markInvalid(state, node, r.left)
               break
+            }
+            if (path.length >= PROGRESS_EVERY && (i + 1) % PROGRESS_EVERY === 0) {
+              yield* Effect.logInfo(`connecting blocks: height ${node.height}, ${i + 1} of ${path.length}`)
             }
           }
         }
