@@ -9,13 +9,9 @@ import { Effect, Layer } from "effect"
 import * as fc from "../dist/index.js"
 
 const [blocksFile, dataDir] = process.argv.slice(2)
-const file = readFileSync(blocksFile)
-const blocks = []
-for (let at = 0; at < file.length; ) {
-  const n = file.readUInt32LE(at)
-  blocks.push(new Uint8Array(file.subarray(at + 4, at + 4 + n)))
-  at += 4 + n
-}
+const read = fc.decodeBlockFile(fc.networks.regtest.magic, readFileSync(blocksFile))
+if (read._tag === "Left") throw new Error(read.left.message)
+const blocks = read.right
 
 const layer = fc
   .layerChain(fc.defaultChainConfig(fc.networks.regtest))

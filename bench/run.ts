@@ -29,6 +29,7 @@ import type { SignatureBackend } from "../src/consensus/signature.js"
 import { layerDefault, loadNativeBackend, nobleBackend, wasmBackend } from "../src/layers/Signatures.js"
 import * as SigVerifier from "../src/layers/SigVerifier.js"
 import { encodeBlock } from "../src/schema/block.js"
+import { encodeBlockFile } from "../src/schema/blockFile.js"
 import { pay, TestChain, testKey } from "../test/support/chain.js"
 import { buildFixture } from "./fixtures.js"
 
@@ -87,17 +88,7 @@ const importRss = (backend: SignatureBackend) =>
     }
     const dir = mkdtempSync(join(os.tmpdir(), "fibercoin-bench-"))
     const blocksFile = join(dir, "blocks.bin")
-    writeFileSync(
-      blocksFile,
-      Buffer.concat(
-        fixture.blocks.slice(1).flatMap((b) => {
-          const bytes = encodeBlock(b)
-          const len = Buffer.alloc(4)
-          len.writeUInt32LE(bytes.length)
-          return [len, Buffer.from(bytes)]
-        }),
-      ),
-    )
+    writeFileSync(blocksFile, encodeBlockFile(regtest.magic, fixture.blocks.slice(1).map(encodeBlock)))
     const run = spawnSync(
       process.execPath,
       ["--expose-gc", "bench/importer.mjs", blocksFile, join(dir, "node")],

@@ -92,6 +92,20 @@ export const regtest: NetworkParams = network(
 )
 
 /**
+ * publicConsensus is what testnet and mainnet share: one-minute blocks, a daily retarget with the ×4
+ * clamp, halving every 210,000 blocks, and a pow limit of 2^236, which keeps Core's invariant
+ * powLimit < 2^256 / (4 × timespan) so retarget arithmetic stays within 256 bits.
+ */
+const publicConsensus = {
+  powLimitBits: 0x1e0fffff,
+  targetSpacingSeconds: 60,
+  retargetInterval: 1440,
+  noRetargeting: false,
+  halvingInterval: 210_000,
+  mineBlocksOnDemand: false,
+} as const
+
+/**
  * testnet: one-minute blocks, retargeting daily (×4 clamp), halving every 210,000 blocks. The pow limit
  * (2^236) keeps Core's invariant powLimit < 2^256 / (4 × timespan), so retarget arithmetic stays in 256 bits.
  */
@@ -103,12 +117,7 @@ export const testnet: NetworkParams = network(
     rpcPort: 28443,
     udpPort: 28445,
     hrp: "tfc",
-    powLimitBits: 0x1e0fffff,
-    targetSpacingSeconds: 60,
-    retargetInterval: 1440,
-    noRetargeting: false,
-    halvingInterval: 210_000,
-    mineBlocksOnDemand: false,
+    ...publicConsensus,
   },
   1_795_564_801,
   1_541_528,
@@ -123,12 +132,7 @@ export const mainnet: NetworkParams = network(
     rpcPort: 8887,
     udpPort: 8889,
     hrp: "fc",
-    powLimitBits: 0x1e0fffff,
-    targetSpacingSeconds: 60,
-    retargetInterval: 1440,
-    noRetargeting: false,
-    halvingInterval: 210_000,
-    mineBlocksOnDemand: false,
+    ...publicConsensus,
   },
   1_795_564_800,
   4_424,

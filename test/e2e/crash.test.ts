@@ -13,6 +13,7 @@ import { layerLmdb } from "../../src/layers/ChainStoreLmdb.js"
 import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
 import * as SigVerifier from "../../src/layers/SigVerifier.js"
 import { type Block, encodeBlock } from "../../src/schema/block.js"
+import { encodeBlockFile } from "../../src/schema/blockFile.js"
 import { encodeCoin } from "../../src/schema/coin.js"
 import { toHex } from "../../src/schema/hex.js"
 import { pay, TestChain, testKey } from "../support/chain.js"
@@ -47,17 +48,7 @@ for (let h = 1; h <= 400; h++) {
 const blocks: ReadonlyArray<Block> = fixture.blocks.slice(1)
 const heightOf = new Map(fixture.hashes.map((h, i) => [toHex(h), i]))
 const blocksFile = join(work, "blocks.bin")
-writeFileSync(
-  blocksFile,
-  Buffer.concat(
-    blocks.flatMap((b) => {
-      const bytes = encodeBlock(b)
-      const len = Buffer.alloc(4)
-      len.writeUInt32LE(bytes.length)
-      return [len, Buffer.from(bytes)]
-    }),
-  ),
-)
+writeFileSync(blocksFile, encodeBlockFile(regtest.magic, blocks.map(encodeBlock)))
 
 const verifier = SigVerifier.layerInline().pipe(Layer.provide(layerDefault))
 /** chainOn runs a Chain actor on `store` and exposes the store too, for the test to read. */

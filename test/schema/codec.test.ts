@@ -2,55 +2,16 @@ import { Either, Schema } from "effect"
 import * as fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { BlockFromBytes, BlockHeaderFromBytes, TxFromBytes } from "../../src/schema/binary.js"
-import {
-  type Block,
-  type BlockHeader,
-  decodeBlock,
-  decodeHeader,
-  encodeBlock,
-  encodeHeader,
-  readBlock,
-} from "../../src/schema/block.js"
+import { decodeBlock, decodeHeader, encodeBlock, encodeHeader, readBlock } from "../../src/schema/block.js"
 import { decodeWith, Reader } from "../../src/schema/codec.js"
-import { type Coin, decodeCoin, decodeUndo, encodeCoin, encodeUndo } from "../../src/schema/coin.js"
+import { decodeCoin, decodeUndo, encodeCoin, encodeUndo } from "../../src/schema/coin.js"
 import { toHex } from "../../src/schema/hex.js"
-import type { Amount, BlockHash, Height, PublicKey, TxId } from "../../src/schema/primitives.js"
+import type { Amount, Height, PublicKey, TxId } from "../../src/schema/primitives.js"
 import { BlockHashHex, TxIdHex } from "../../src/schema/primitives.js"
 import { decodeTx, encodeTx, MAX_TX_BYTES, readTx, type Tx } from "../../src/schema/tx.js"
+import { arbBlock, arbCoin, arbHeader, arbTx } from "../support/arbitraries.js"
 
 const SEED = 0x5eed
-const bytes32 = fc.uint8Array({ minLength: 32, maxLength: 32 })
-const u32 = fc.integer({ min: 0, max: 0xffffffff })
-const amount = fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }).map((v) => v as Amount)
-const arbTx: fc.Arbitrary<Tx> = fc.record({
-  version: u32,
-  inputs: fc.array(
-    fc.record({
-      prevout: fc.record({ txid: bytes32.map((b) => b as TxId), index: u32 }),
-      witness: fc.uint8Array({ maxLength: 100 }),
-    }),
-    { maxLength: 6 },
-  ),
-  outputs: fc.array(fc.record({ value: amount, pubkey: bytes32.map((b) => b as PublicKey) }), {
-    maxLength: 6,
-  }),
-  lockTime: u32,
-})
-const arbHeader: fc.Arbitrary<BlockHeader> = fc.record({
-  version: u32,
-  prev: bytes32.map((b) => b as BlockHash),
-  merkleRoot: bytes32,
-  time: u32,
-  bits: u32,
-  nonce: u32,
-})
-const arbBlock: fc.Arbitrary<Block> = fc.record({ header: arbHeader, txs: fc.array(arbTx, { maxLength: 5 }) })
-const arbCoin: fc.Arbitrary<Coin> = fc.record({
-  value: amount,
-  pubkey: bytes32.map((b) => b as PublicKey),
-  height: fc.integer({ min: 0, max: 0x7fffffff }).map((h) => h as Height),
-  coinbase: fc.boolean(),
-})
 
 /** A mutation of an encoding: flip a byte, truncate, extend, delete or insert a run of bytes. */
 const mutate = (input: Uint8Array) =>
