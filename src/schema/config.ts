@@ -1,0 +1,222 @@
+import { Either, ParseResult, Schema } from "effect"
+
+/** HostPort is a `host:port` endpoint (IPv6 hosts in brackets: `[::1]:18444`). */
+export interface HostPort {
+  readonly host: string
+  readonly port: number
+}
+
+const hostPortPattern = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/
+
+/** parseHostPort reads `host:port`; undefined when malformed or the port is out of range. */
+export const parseHostPort = (s: string): HostPort | undefined => {
+  const m = hostPortPattern.exec(s)
+  if (m === null) return undefined
+  const port = Number(m[3])
+  if (port > 65535) return undefined
+  return { host: m[1] ?? m[2]!, port }
+}
+
+/** HostPortString decodes `"host:port"` to a HostPort and encodes it back. */
+export const HostPortString = Schema.transformOrFail(
+  Schema.String,
+  Schema.Struct({ host: Schema.String, port: Schema.Number }),
+  {
+    strict: true,
+    decode: (s, _, ast) => {
+      const hp = parseHostPort(s)
+      return hp === undefined
+        ? ParseResult.fail(
+            new ParseResult.Type(
+              ast,
+              s,
+              `expected "host:port" with a port 0-65535, got ${JSON.stringify(s)}`,
+            ),
+          )
+        : ParseResult.succeed(hp)
+    },
+    encode: (hp) =>
+      ParseResult.succeed(hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`),
+  },
+)
+
+const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
+const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
+
+/** NetworkName: the chain a node runs. */
+export const NetworkName = Schema.Literal("regtest", "testnet", "mainnet")
+/** Role: full (validates and relays), miner (full + mining), light (headers and proofs only). */
+export const Role = Schema.Literal("full", "miner", "light")
+export const StorageKind = Schema.Literal("lmdb", "memory")
+export const LogLevel = Schema.Literal("trace", "debug", "info", "warning", "error", "fatal", "none")
+export const LogFormat = Schema.Literal("pretty", "json")
+
+/**
+ * ConfigFile is node.json as CONTRACT.md fixes it: every key optional, defaults per network, and an
+ * unknown key is an error (decoded with `onExcessProperty: "error"`).
+ */
+export const ConfigFile = Schema.Struct({
+  network: Schema.optional(NetworkName),
+  dataDir: Schema.optional(Schema.NonEmptyString),
+  role: Schema.optional(Role),
+  storage: Schema.optional(StorageKind),
+  listen: Schema.optional(HostPortString),
+  rpc: Schema.optional(
+    Schema.Struct({
+      listen: Schema.optional(HostPortString),
+      user: Schema.optional(Schema.NonEmptyString),
+      password: Schema.optional(Schema.NonEmptyString),
+    }),
+  ),
+  connect: Schema.optional(Schema.Array(HostPortString)),
+  addnode: Schema.optional(Schema.Array(HostPortString)),
+  udp: Schema.optional(HostPortString),
+  rendezvous: Schema.optional(Schema.Array(HostPortString)),
+  mining: Schema.optional(
+    Schema.Struct({
+      enabled: Schema.optional(Schema.Boolean),
+      address: Schema.optional(Schema.NonEmptyString),
+      minTxs: Schema.optional(NonNegativeInt),
+      workers: Schema.optional(PositiveInt),
+    }),
+  ),
+  limits: Schema.optional(
+    Schema.Struct({
+      maxInbound: Schema.optional(NonNegativeInt),
+      maxOutbound: Schema.optional(NonNegativeInt),
+      maxMempoolBytes: Schema.optional(PositiveInt),
+      handshakeTimeoutSeconds: Schema.optional(PositiveInt),
+      banSeconds: Schema.optional(NonNegativeInt),
+    }),
+  ),
+  wallet: Schema.optional(Schema.Struct({ passphrase: Schema.optional(Schema.NonEmptyString) })),
+  log: Schema.optional(
+    Schema.Struct({ level: Schema.optional(LogLevel), format: Schema.optional(LogFormat) }),
+  ),
+})
+export type ConfigFile = typeof ConfigFile.Type
+
+/** NodeConfig is the resolved configuration: every key present. */
+export interface NodeConfig {
+  readonly network: typeof NetworkName.Type
+  readonly dataDir: string
+  readonly role: typeof Role.Type
+  readonly storage: typeof StorageKind.Type
+  readonly listen: HostPort
+  readonly rpc: { readonly listen: HostPort; readonly user?: string; readonly password?: string }
+  readonly connect: ReadonlyArray<HostPort>
+  readonly addnode: ReadonlyArray<HostPort>
+  readonly udp: HostPort
+  readonly rendezvous: ReadonlyArray<HostPort>
+  readonly mining: {
+    readonly enabled: boolean
+    readonly address?: string
+    readonly minTxs: number
+    readonly workers: number
+  }
+  readonly limits: {
+    readonly maxInbound: number
+    readonly maxOutbound: number
+    readonly maxMempoolBytes: number
+    readonly handshakeTimeoutSeconds: number
+    readonly banSeconds: number
+  }
+  readonly wallet: { readonly passphrase?: string }
+  readonly log: { readonly level: typeof LogLevel.Type; readonly format: typeof LogFormat.Type }
+  /** --reindex: rebuild the chain state from the stored blocks at start */
+  readonly reindex: boolean
+}
+
+/** ConfigError: a bad config file or flag. The message names the offending key and what was expected. */
+export class ConfigError extends Schema.TaggedError<ConfigError>()("ConfigError", {
+  message: Schema.String,
+}) {}
+
+/** decodeConfigFile parses and decodes node.json text, refusing unknown keys. */
+export const decodeConfigFile = (text: string, source: string): Either.Either<ConfigFile, ConfigError> => {
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    return Either.left(
+      new ConfigError({ message: `${source}: not JSON: ${e instanceof Error ? e.message : String(e)}` }),
+    )
+  }
+  return Either.mapLeft(
+    Schema.decodeUnknownEither(ConfigFile, { onExcessProperty: "error", errors: "all" })(json),
+    (e) => new ConfigError({ message: `${source}: ${ParseResult.TreeFormatter.formatErrorSync(e)}` }),
+  )
+}
+
+/** ports of each network: p2p, rpc, udp (CONTRACT.md). */
+const ports = {
+  regtest: { p2p: 18444, rpc: 18443, udp: 18445 },
+  testnet: { p2p: 28444, rpc: 28443, udp: 28445 },
+  mainnet: { p2p: 8888, rpc: 8887, udp: 8889 },
+} as const
+
+/**
+ * resolveConfig lays `overrides` (flags) over `file` over the network's defaults. `npm start`'s
+ * embedded default is `resolveConfig({}, {})`: a regtest miner with RPC on 127.0.0.1:18443 and data in
+ * ./.fibercoin.
+ */
+export const resolveConfig = (
+  file: ConfigFile,
+  overrides: ConfigFile & { readonly reindex?: boolean },
+): NodeConfig => {
+  const network = overrides.network ?? file.network ?? "regtest"
+  const port = ports[network]
+  const role = overrides.role ?? file.role ?? (network === "regtest" ? "miner" : "full")
+  const user = overrides.rpc?.user ?? file.rpc?.user
+  const password = overrides.rpc?.password ?? file.rpc?.password
+  const address = overrides.mining?.address ?? file.mining?.address
+  const passphrase = overrides.wallet?.passphrase ?? file.wallet?.passphrase
+  return {
+    network,
+    dataDir: overrides.dataDir ?? file.dataDir ?? "./.fibercoin",
+    role,
+    storage: overrides.storage ?? file.storage ?? "lmdb",
+    listen: overrides.listen ?? file.listen ?? { host: "127.0.0.1", port: port.p2p },
+    rpc: {
+      listen: overrides.rpc?.listen ?? file.rpc?.listen ?? { host: "127.0.0.1", port: port.rpc },
+      ...(user === undefined ? {} : { user }),
+      ...(password === undefined ? {} : { password }),
+    },
+    connect: overrides.connect ?? file.connect ?? [],
+    addnode: [...(file.addnode ?? []), ...(overrides.addnode ?? [])],
+    udp: overrides.udp ?? file.udp ?? { host: "127.0.0.1", port: port.udp },
+    rendezvous: overrides.rendezvous ?? file.rendezvous ?? [],
+    mining: {
+      enabled: overrides.mining?.enabled ?? file.mining?.enabled ?? role === "miner",
+      ...(address === undefined ? {} : { address }),
+      minTxs: overrides.mining?.minTxs ?? file.mining?.minTxs ?? 0,
+      workers: overrides.mining?.workers ?? file.mining?.workers ?? 1,
+    },
+    limits: {
+      maxInbound: file.limits?.maxInbound ?? 117,
+      maxOutbound: file.limits?.maxOutbound ?? 8,
+      maxMempoolBytes: file.limits?.maxMempoolBytes ?? 300_000_000,
+      handshakeTimeoutSeconds: file.limits?.handshakeTimeoutSeconds ?? 60,
+      banSeconds: file.limits?.banSeconds ?? 86_400,
+    },
+    wallet: passphrase === undefined ? {} : { passphrase },
+    log: {
+      level: overrides.log?.level ?? file.log?.level ?? "info",
+      format: overrides.log?.format ?? file.log?.format ?? "pretty",
+    },
+    reindex: overrides.reindex ?? false,
+  }
+}
+
+/** checkConfig refuses combinations no single key can express as wrong (user without password, …). */
+export const checkConfig = (c: NodeConfig): Either.Either<NodeConfig, ConfigError> => {
+  if ((c.rpc.user === undefined) !== (c.rpc.password === undefined)) {
+    return Either.left(
+      new ConfigError({ message: "rpc.user and rpc.password: give both or neither (neither: cookie auth)" }),
+    )
+  }
+  if (c.role === "light" && c.mining.enabled) {
+    return Either.left(new ConfigError({ message: "mining.enabled: a light node cannot mine (role light)" }))
+  }
+  return Either.right(c)
+}
