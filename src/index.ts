@@ -1,7 +1,7 @@
 /**
  * fibercoin as a library: the schemas and binary codecs, the pure consensus rules, the service layers
- * (signatures, verification pool, chain storage) and the Chain actor. The embeddable `Node` layer
- * joins them when the node lands.
+ * (signatures, verification pool, chain storage), the actors, and `nodeLayer(config)`: a whole node to
+ * embed in another program (see examples/embedded.ts).
  */
 
 export * as Actor from "./actors/Actor.js"
@@ -16,6 +16,18 @@ export {
   type SubmitResult,
   type TipInfo,
 } from "./actors/Chain.js"
+export {
+  type AcceptResult,
+  Mempool,
+  type MempoolEntry,
+  MempoolEvent,
+  type MempoolInfo,
+  type MempoolPolicy,
+  MempoolReject,
+  type MempoolService,
+} from "./actors/Mempool.js"
+export { Miner, MinerError, type MinerInfo, type MinerService } from "./actors/Miner.js"
+export { Wallet, WalletError, type WalletService } from "./actors/Wallet.js"
 export * from "./consensus/address.js"
 export * from "./consensus/assemble.js"
 export * from "./consensus/checkBlock.js"
@@ -33,11 +45,22 @@ export * from "./layers/ChainStore.js"
 export * from "./layers/ChainStoreLmdb.js"
 export * from "./layers/Signatures.js"
 export * from "./layers/SigVerifier.js"
+export { layer as nodeLayer, run as runNode, services as nodeServices } from "./node/Node.js"
 export * from "./schema/binary.js"
 export * from "./schema/block.js"
 export * from "./schema/blockFile.js"
 export * from "./schema/chain.js"
 export * from "./schema/coin.js"
+export {
+  ConfigError,
+  ConfigFile,
+  checkConfig,
+  decodeConfigFile,
+  type HostPort,
+  type NodeConfig,
+  parseHostPort,
+  resolveConfig,
+} from "./schema/config.js"
 export * from "./schema/DecodeError.js"
 export * from "./schema/hex.js"
 export * from "./schema/primitives.js"

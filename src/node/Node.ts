@@ -1,0 +1,111 @@
+import * as os from "node:os"
+import * as path from "node:path"
+import { Clock, Deferred, Effect, Either, Layer } from "effect"
+import * as ChainActor from "../actors/Chain.js"
+import { Chain } from "../actors/Chain.js"
+import * as MempoolActor from "../actors/Mempool.js"
+import * as MinerActor from "../actors/Miner.js"
+import * as WalletActor from "../actors/Wallet.js"
+import { Wallet } from "../actors/Wallet.js"
+import { decodeAddress } from "../consensus/address.js"
+import { networks } from "../consensus/params.js"
+import { layerMemory } from "../layers/ChainStore.js"
+import { layerLmdb } from "../layers/ChainStoreLmdb.js"
+import * as Keystore from "../layers/Keystore.js"
+import { layerDefault } from "../layers/Signatures.js"
+import { layerPool } from "../layers/SigVerifier.js"
+import { chainMethods, walletMethods } from "../rpc/methods.js"
+import * as RpcServer from "../rpc/Server.js"
+import { ConfigError, type NodeConfig } from "../schema/config.js"
+import type { PublicKey } from "../schema/primitives.js"
+import { VERSION } from "../version.js"
+
+/**
+ * services builds every service of a node from its configuration, without the RPC server: storage
+ * (LMDB in the data directory, or memory), signatures, the verification pool, the Chain, Mempool,
+ * Keystore and Wallet actors. The library entry embeds a node with this layer.
+ */
+export const services = (config: NodeConfig) => {
+  const params = networks[config.network]
+  const store = config.storage === "lmdb" ? layerLmdb(path.join(config.dataDir, "chainstate")) : layerMemory
+  const base = Layer.mergeAll(store, layerDefault, layerPool({ workers: os.availableParallelism() }))
+  const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(Layer.provideMerge(base))
+  const mempool = MempoolActor.layer({
+    ...MempoolActor.defaultMempoolPolicy,
+    maxBytes: config.limits.maxMempoolBytes,
+  }).pipe(Layer.provideMerge(chain))
+  const passphrase = config.wallet.passphrase ?? process.env.FIBERCOIN_WALLET_PASSPHRASE
+  const keystore = Keystore.layer({
+    ...(config.storage === "lmdb" ? { dataDir: config.dataDir } : {}),
+    ...(passphrase === undefined ? {} : { passphrase }),
+    network: params,
+  }).pipe(Layer.provide(layerDefault))
+  return WalletActor.layer({ network: params }).pipe(Layer.provideMerge(Layer.merge(mempool, keystore)))
+}
+
+/** miningKey is the key the miner pays: mining.address, else a fresh wallet address. */
+const miningKey = (config: NodeConfig) =>
+  Effect.gen(function* () {
+    const params = networks[config.network]
+    const address = config.mining.address ?? (yield* (yield* Wallet).newAddress)
+    const key = decodeAddress(params.hrp, address)
+    if (Either.isLeft(key)) return yield* new ConfigError({ message: `mining.address: ${key.left.message}` })
+    return key.right as PublicKey
+  })
+
+/**
+ * layer is a whole node without its RPC server, built from a config value: storage, signatures, the
+ * verification pool and the Chain, Mempool, Wallet and Miner actors (the Miner mines in the background
+ * when `mining.enabled`). Another program embeds a node with it and talks to the actors directly;
+ * `storage: "memory"` keeps nothing on disk. With `reindex`, the chain state is rebuilt first.
+ */
+export const layer = (config: NodeConfig) => {
+  const params = networks[config.network]
+  const miner = Layer.unwrapEffect(
+    Effect.gen(function* () {
+      if (config.reindex) yield* Effect.flatMap(Chain, (c) => c.reindex)
+      const key = config.mining.enabled ? yield* miningKey(config) : undefined
+      return MinerActor.layer({
+        params,
+        enabled: config.mining.enabled,
+        minTxs: config.mining.minTxs,
+        ...(key === undefined ? {} : { pubkey: key }),
+      })
+    }),
+  )
+  return miner.pipe(Layer.provideMerge(services(config)))
+}
+
+/**
+ * run starts a node and serves until the `stop` RPC or an interruption (SIGINT/SIGTERM), then shuts
+ * down cleanly: every layer's finalizer runs (actors finish their command, LMDB closes, the cookie and
+ * the lock are removed).
+ */
+export const run = (config: NodeConfig) =>
+  Effect.gen(function* () {
+    const params = networks[config.network]
+    const shutdown = yield* Deferred.make<void>()
+    const startedAt = yield* Clock.currentTimeMillis
+    yield* Effect.logInfo(
+      `fibercoin ${VERSION} starting: ${params.name}, data in ${path.resolve(config.dataDir)}, storage ${config.storage}`,
+    )
+    const ctx = { params, startedAt, shutdown }
+    const rpc = RpcServer.layer({
+      listen: config.rpc.listen,
+      auth:
+        config.rpc.user !== undefined && config.rpc.password !== undefined
+          ? { user: config.rpc.user, password: config.rpc.password }
+          : { cookieFile: path.join(config.dataDir, ".cookie") },
+      methods: [...chainMethods(ctx), ...walletMethods()],
+    })
+    const node = Effect.gen(function* () {
+      const tip = yield* (yield* Chain).tip
+      yield* Effect.logInfo(
+        `ready: tip ${tip.height}, RPC on ${config.rpc.listen.host}:${config.rpc.listen.port}, mining ${config.mining.enabled ? "on" : "off"}`,
+      )
+      yield* Deferred.await(shutdown)
+      yield* Effect.logInfo("stopping")
+    })
+    yield* node.pipe(Effect.provide(rpc.pipe(Layer.provideMerge(layer(config)))), Effect.scoped)
+    yield* Effect.logInfo("stopped")
+  })

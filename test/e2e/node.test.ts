@@ -1,0 +1,217 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { afterAll, describe, expect, it } from "vitest"
+
+const root = fileURLToPath(new URL("../..", import.meta.url))
+const work = mkdtempSync(join(tmpdir(), "fibercoin-node-"))
+const running: Array<ChildProcess> = []
+afterAll(() => {
+  for (const p of running) p.kill("SIGKILL")
+  rmSync(work, { recursive: true, force: true })
+})
+
+/** freePort asks the OS for a free loopback port. */
+const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = createServer()
+    s.once("error", reject)
+    s.listen(0, "127.0.0.1", () => {
+      const address = s.address()
+      s.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
+interface NodeHandle {
+  readonly dataDir: string
+  readonly rpc: number
+  readonly process: ChildProcess
+  readonly exited: Promise<number | null>
+  output: string
+}
+
+/** start runs `node dist/main.js` with mining off and waits until its RPC answers. */
+const start = async (
+  dataDir: string,
+  rpc: number,
+  p2p: number,
+  extra: ReadonlyArray<string> = [],
+): Promise<NodeHandle> => {
+  const child = spawn(
+    process.execPath,
+    [
+      "dist/main.js",
+      "--datadir",
+      dataDir,
+      "--rpc",
+      `127.0.0.1:${rpc}`,
+      "--listen",
+      `127.0.0.1:${p2p}`,
+      "--role",
+      "full",
+      ...extra,
+    ],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+  )
+  running.push(child)
+  const handle: NodeHandle = {
+    dataDir,
+    rpc,
+    process: child,
+    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
+    output: "",
+  }
+  child.stdout!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  child.stderr!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  for (let i = 0; i < 200; i++) {
+    if (cli(handle, "getblockcount").status === 0) return handle
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`node did not answer RPC: ${handle.output}`)
+}
+
+/**
+ * outputContains waits (at most 10 s) until the node's log shows `needle`: the spawnSync calls of the
+ * CLI block this process's event loop, so the child's output is only read while we wait here.
+ */
+const outputContains = async (node: NodeHandle, needle: string) => {
+  for (let i = 0; i < 100 && !node.output.includes(needle); i++) await new Promise((r) => setTimeout(r, 100))
+  return node.output.includes(needle)
+}
+
+/** cli runs `node dist/cli.js` against a node (cookie auth from its data directory). */
+const cli = (node: { dataDir: string; rpc: number }, ...args: Array<string>) =>
+  spawnSync(
+    process.execPath,
+    ["dist/cli.js", "--rpc", `127.0.0.1:${node.rpc}`, "--datadir", node.dataDir, ...args],
+    {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 60_000,
+    },
+  )
+const json = (node: NodeHandle, ...args: Array<string>) => {
+  const r = cli(node, ...args)
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  return JSON.parse(r.stdout) as unknown
+}
+const text = (node: NodeHandle, ...args: Array<string>) => {
+  const r = cli(node, ...args)
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  return r.stdout.trim()
+}
+
+const COIN = 100_000_000
+
+describe("a running regtest node (real process, loopback, temp data directory)", () => {
+  it("mines, holds a mature coinbase, pays another address, confirms it, and keeps it all across a restart", async () => {
+    const dataDir = join(work, "a")
+    const [rpc, p2p] = [await freePort(), await freePort()]
+    let node = await start(dataDir, rpc, p2p)
+
+    const mine = text(node, "getnewaddress")
+    expect(mine).toMatch(/^fcrt1p[02-9ac-hj-np-z]+$/)
+    const hashes = json(node, "generatetoaddress", "101", mine) as Array<string>
+    expect(hashes).toHaveLength(101)
+    expect(Number(text(node, "getblockcount"))).toBe(101)
+    // exactly one mature coinbase: the block-1 reward (depth 101); block 2's is at depth 100
+    expect(Number(text(node, "getbalance"))).toBe(50 * COIN)
+
+    const other = text(node, "getnewaddress")
+    const txid = text(node, "sendtoaddress", other, String(10 * COIN))
+    expect(txid).toMatch(/^[0-9a-f]{64}$/)
+    expect(json(node, "getrawmempool")).toEqual([txid])
+
+    json(node, "generatetoaddress", "1", mine)
+    expect(json(node, "getrawmempool")).toEqual([])
+    const unspent = json(node, "listunspent") as Array<{
+      txid: string
+      address: string
+      amount: number
+      confirmations: number
+    }>
+    expect(unspent).toContainEqual(
+      expect.objectContaining({ txid, address: other, amount: 10 * COIN, confirmations: 1 }),
+    )
+    const utxo = json(node, "gettxoutsetinfo") as {
+      height: number
+      total_amount: number
+      hash_serialized: string
+    }
+    expect(utxo.height).toBe(102)
+    expect(utxo.total_amount).toBe(102 * 50 * COIN) // fees move value, never create it
+
+    const tip = text(node, "getbestblockhash")
+    const balance = text(node, "getbalance")
+    expect(text(node, "stop")).toBe("fibercoin stopping")
+    expect(await node.exited).toBe(0)
+
+    node = await start(dataDir, rpc, p2p)
+    expect(text(node, "getbestblockhash")).toBe(tip)
+    expect(text(node, "getbalance")).toBe(balance)
+    expect((json(node, "gettxoutsetinfo") as { hash_serialized: string }).hash_serialized).toBe(
+      utxo.hash_serialized,
+    )
+
+    // a second node on the same data directory refuses to start, with one clear line
+    const second = spawnSync(
+      process.execPath,
+      ["dist/main.js", "--datadir", dataDir, "--rpc", `127.0.0.1:${await freePort()}`],
+      {
+        cwd: root,
+        encoding: "utf8",
+        timeout: 60_000,
+      },
+    )
+    expect(second.status).toBe(1)
+    expect(second.stderr).toContain("is locked by another fibercoin process")
+
+    // bad input gets bitcoind's error codes and changes nothing
+    const bad = cli(node, "sendtoaddress", "fc1notanaddress", "100")
+    expect(bad.status).toBe(1)
+    expect(bad.stderr).toMatch(/address/i)
+    expect(cli(node, "sendtoaddress", other, "-5").status).toBe(1)
+    expect(cli(node, "getrawtransaction", "00".repeat(32)).status).toBe(1)
+    expect(text(node, "getbalance")).toBe(balance)
+
+    node.process.kill("SIGTERM")
+    expect(await node.exited).toBe(0)
+
+    // --reindex rebuilds the UTXO set and tip from the stored blocks: same tip, same commitment
+    node = await start(dataDir, rpc, p2p, ["--reindex"])
+    expect(text(node, "getbestblockhash")).toBe(tip)
+    expect((json(node, "gettxoutsetinfo") as { hash_serialized: string }).hash_serialized).toBe(
+      utxo.hash_serialized,
+    )
+    expect(text(node, "getbalance")).toBe(balance)
+    expect(await outputContains(node, "reindex: done at height 102")).toBe(true)
+    node.process.kill("SIGINT")
+    expect(await node.exited).toBe(0)
+  })
+
+  it("a bad config file or flag exits 2 naming the key", () => {
+    const file = join(work, "bad.json")
+    writeFileSync(file, JSON.stringify({ network: "regtest", rpc: { prot: 1 } }))
+    const r = spawnSync(process.execPath, ["dist/main.js", "--config", file], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 60_000,
+    })
+    expect(r.status).toBe(2)
+    expect(r.stderr).toContain("prot")
+    const flag = spawnSync(process.execPath, ["dist/main.js", "--rpc", "nonsense"], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 60_000,
+    })
+    expect(flag.status).toBe(2)
+    expect(flag.stderr).toContain("--rpc")
+  })
+})
