@@ -1,4 +1,18 @@
-import { Clock, Context, Data, Deferred, Effect, Either, Layer, Option, PubSub, Ref } from "effect"
+import {
+  Clock,
+  Context,
+  Data,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Metric,
+  MetricBoundaries,
+  Option,
+  PubSub,
+  Ref,
+} from "effect"
 import {
   type BlockContext,
   checkAndConnect,
@@ -122,6 +136,15 @@ export interface ChainServiceApi {
   /** orphanCount is the orphan pool's size (for metrics and tests). */
   readonly orphanCount: Effect.Effect<number>
 }
+
+/** chainHeight is the active tip's height, exported at /metrics. */
+export const chainHeight = Metric.gauge("chain_height", { description: "height of the active tip" })
+/** blockValidationSeconds times each block's full validation and commit (connect), at /metrics. */
+export const blockValidationSeconds = Metric.histogram(
+  "block_validation_seconds",
+  MetricBoundaries.exponential({ start: 0.0005, factor: 2, count: 14 }),
+  "time to validate and connect one block",
+)
 
 /** Chain is the service tag of the Chain actor. */
 export class Chain extends Context.Tag("fibercoin/Chain")<Chain, ChainServiceApi>() {}
@@ -249,7 +272,7 @@ export const make = (config: ChainConfig) =>
         chainwork: tip.chainwork,
         header: tip.header,
         medianTimePast: mtpOf(tip),
-      })
+      }).pipe(Effect.zipRight(Metric.set(chainHeight, tip.height)))
     }
 
     // -- loading ------------------------------------------------------------------------------------
@@ -534,7 +557,8 @@ export const make = (config: ChainConfig) =>
           path.reverse()
           for (let i = 0; i < path.length; i++) {
             const node = path[i]!
-            const r = yield* connectTip(state, node)
+            const [took, r] = yield* Effect.timed(connectTip(state, node))
+            yield* Metric.update(blockValidationSeconds, Duration.toSeconds(took))
             if (Either.isLeft(r)) {
               failure ??= { node, error: r.left }
               yield* markInvalid(state, node, r.left)

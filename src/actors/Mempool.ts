@@ -7,6 +7,7 @@ import {
   Either,
   Exit,
   Layer,
+  Metric,
   Option,
   PubSub,
   Queue,
@@ -138,6 +139,12 @@ export interface MempoolService {
   readonly template: (maxBytes: number) => Effect.Effect<ReadonlyArray<MempoolEntry>>
   readonly events: PubSub.PubSub<MempoolEvent>
 }
+
+/** mempoolTransactions and mempoolBytes are the pool's size, exported at /metrics. */
+export const mempoolTransactions = Metric.gauge("mempool_transactions", {
+  description: "transactions in the mempool",
+})
+export const mempoolBytes = Metric.gauge("mempool_bytes", { description: "serialized bytes in the mempool" })
 
 /** Mempool is the service tag of the Mempool actor. */
 export class Mempool extends Context.Tag("fibercoin/Mempool")<Mempool, MempoolService>() {}
@@ -829,6 +836,8 @@ export const make = (
       Effect.gen(function* () {
         yield* syncChain(state)
         yield* handleCommand(state, cmd)
+        yield* Metric.set(mempoolTransactions, state.pool.size)
+        yield* Metric.set(mempoolBytes, state.bytes)
         return state
       })
 

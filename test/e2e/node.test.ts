@@ -148,6 +148,14 @@ describe("a running regtest node (real process, loopback, temp data directory)",
     expect(utxo.height).toBe(102)
     expect(utxo.total_amount).toBe(102 * 50 * COIN) // fees move value, never create it
 
+    // metrics: no auth, Prometheus text, the node's own numbers
+    const metrics = await (await fetch(`http://127.0.0.1:${rpc}/metrics`)).text()
+    expect(metrics).toMatch(/^chain_height 102$/m)
+    expect(metrics).toMatch(/^mempool_transactions 0$/m)
+    expect(metrics).toMatch(/^block_validation_seconds_count \d+$/m)
+    expect(metrics).toMatch(/^rpc_calls_total\{[^}]*method="sendtoaddress"[^}]*\} 1$/m)
+    expect((await fetch(`http://127.0.0.1:${rpc}/`, { method: "POST", body: "{}" })).status).toBe(401)
+
     const tip = text(node, "getbestblockhash")
     const balance = text(node, "getbalance")
     expect(text(node, "stop")).toBe("fibercoin stopping")
