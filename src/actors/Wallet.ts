@@ -161,6 +161,18 @@ interface OwnCoin {
   readonly trusted: boolean
 }
 
+/** poolCoin is an output of a mempool transaction that pays one of our keys. */
+const poolCoin = (txid: TxId, vout: number, output: TxOut, keyIndex: number, trusted: boolean): OwnCoin => ({
+  txid,
+  vout,
+  value: output.value,
+  pubkey: output.pubkey,
+  keyIndex,
+  height: undefined,
+  coinbase: false,
+  trusted,
+})
+
 interface State {
   /** our x-only keys (hex) → key index, for indexes [0, derived) */
   readonly keys: Map<string, number>
@@ -332,16 +344,7 @@ export const make = (config: WalletConfig) =>
       tx.outputs.forEach((output, vout) => {
         const keyIndex = ownerOf(state, output.pubkey)
         if (keyIndex === undefined) return
-        state.unconfirmed.set(`${hex}:${vout}`, {
-          txid,
-          vout,
-          value: output.value,
-          pubkey: output.pubkey,
-          keyIndex,
-          height: undefined,
-          coinbase: false,
-          trusted,
-        })
+        state.unconfirmed.set(`${hex}:${vout}`, poolCoin(txid, vout, output, keyIndex, trusted))
       })
     }
 
@@ -628,16 +631,10 @@ export const make = (config: WalletConfig) =>
         const trusted = Option.exists(entry, (e) =>
           e.tx.inputs.some((i) => state.confirmed.has(keyOf(i.prevout))),
         )
-        state.unconfirmed.set(key, {
-          txid,
-          vout: Number(key.slice(key.indexOf(":") + 1)),
-          value: output.value,
-          pubkey: output.pubkey,
-          keyIndex,
-          height: undefined,
-          coinbase: false,
-          trusted,
-        })
+        state.unconfirmed.set(
+          key,
+          poolCoin(txid, Number(key.slice(key.indexOf(":") + 1)), output, keyIndex, trusted),
+        )
       }
       for (const key of [...state.confirmed.keys(), ...state.unconfirmed.keys()]) {
         const spender = yield* mempool.spentBy(key)
