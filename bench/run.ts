@@ -23,7 +23,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
 import * as os from "node:os"
 import { join } from "node:path"
 import { Effect, Either, Layer } from "effect"
-import { checkAndConnect, decodeBlockWithTxids, signatureFailure } from "../src/consensus/checkBlock.js"
+import { validateWithVerifier } from "../src/actors/Chain.js"
+import { checkAndConnect, decodeBlockWithTxids } from "../src/consensus/checkBlock.js"
 import { regtest } from "../src/consensus/params.js"
 import type { SignatureBackend } from "../src/consensus/signature.js"
 import { layerDefault, loadNativeBackend, nobleBackend, wasmBackend } from "../src/layers/Signatures.js"
@@ -147,15 +148,13 @@ const main = Effect.gen(function* () {
   for (const r of rates)
     results.push(result(`verify-${r.backend.name}`, r.perSecond, "verifies/s", fastest.perSecond))
 
-  /** validate runs the node's path: decode, checkAndConnect, then the verifier. */
+  /** validate runs the node's path: decode, then validateWithVerifier (the Chain actor's own validation). */
   const validate = (verifier: SigVerifier.SigVerifierService) =>
     Effect.gen(function* () {
       const d = decodeBlockWithTxids(fixture.bytes)
       if (Either.isLeft(d)) return yield* Effect.die(d.left)
-      const c = checkAndConnect(d.right.block, fixture.ctx, fixture.view, d.right.txids, verifier.txVerified)
-      if (Either.isLeft(c)) return yield* Effect.die(new Error(c.left.message))
-      const bad = yield* verifier.verifyAll(c.right.signatureChecks)
-      if (bad >= 0) return yield* Effect.die(new Error(signatureFailure(c.right, bad).message))
+      const v = yield* validateWithVerifier(verifier, d.right.block, fixture.ctx, fixture.view, d.right.txids)
+      if (Either.isLeft(v)) return yield* Effect.die(new Error(v.left.message))
     })
 
   const perSecond = (ms: number) => (TXS / ms) * 1000

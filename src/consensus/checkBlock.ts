@@ -172,6 +172,12 @@ export const contextualCheckBlock = (
   return Either.void
 }
 
+/** ConnectOptions tune connectBlock without changing what it decides. */
+export interface ConnectOptions {
+  /** names transactions whose signatures were all verified before (a txid fixes its sighashes): no checks for them */
+  readonly signaturesVerified?: (txid: TxId) => boolean
+}
+
 /** Connected is the outcome of connecting a block to a UTXO view. */
 export interface Connected {
   readonly delta: UtxoDelta
@@ -189,8 +195,7 @@ export interface Connected {
  * exists and is unspent (including outputs of earlier transactions in the block, never later ones),
  * coinbases are mature, inputs cover outputs, no output overwrites an unspent one (BIP30), and the
  * coinbase claims at most subsidy + fees. It reads `view` and changes nothing: the net change is `delta`.
- * `signaturesVerified(txid)` names transactions whose signatures were all verified before (a txid
- * fixes its sighashes): they need no sighash or signature check here.
+ * `options` (ConnectOptions) can skip the checks of transactions verified before.
  */
 export const connectBlock = (
   block: Block,
@@ -198,8 +203,9 @@ export const connectBlock = (
   height: number,
   view: UtxoView,
   params: ConsensusParams,
-  signaturesVerified: (txid: TxId) => boolean = () => false,
+  options: ConnectOptions = {},
 ): Either.Either<Connected, RuleError> => {
+  const signaturesVerified = options.signaturesVerified ?? (() => false)
   const created = new Map<string, Coin>()
   const spentFromView = new Set<string>()
   const undo: Array<Coin> = []
@@ -307,20 +313,20 @@ export interface Validated extends Connected {
  * checkAndConnect runs every rule but the signature checks, in Core's order: context-free block checks,
  * the header and block contextual checks, then connect against `view`. Pure: the view is only read,
  * the time comes in `ctx.now`. `blockTxids` must be the block's own (decodeBlockWithTxids's saves
- * re-hashing); `signaturesVerified` as for connectBlock. The caller verifies `signatureChecks`.
+ * re-hashing); `options` as for connectBlock. The caller verifies `signatureChecks`.
  */
 export const checkAndConnect = (
   block: Block,
   ctx: BlockContext,
   view: UtxoView,
   blockTxids: ReadonlyArray<TxId> = txidsOf(block),
-  signaturesVerified?: (txid: TxId) => boolean,
+  options: ConnectOptions = {},
 ): Either.Either<Validated, RuleError> =>
   Either.gen(function* () {
     const { hash, txids } = yield* checkBlock(block, ctx.params, blockTxids)
     yield* contextualCheckBlockHeader(block.header, ctx)
     yield* contextualCheckBlock(block, ctx.height, ctx.medianTimePast)
-    const connected = yield* connectBlock(block, txids, ctx.height, view, ctx.params, signaturesVerified)
+    const connected = yield* connectBlock(block, txids, ctx.height, view, ctx.params, options)
     return { ...connected, hash, txids }
   })
 

@@ -378,14 +378,9 @@ describe("connectBlock with transactions verified before", () => {
     const block = chain.candidate([spend, other])
     const txids = txidsOf(block)
     const all = connectBlock(block, txids, chain.height + 1, chain.utxos, regtest)
-    const skipFirst = connectBlock(
-      block,
-      txids,
-      chain.height + 1,
-      chain.utxos,
-      regtest,
-      (t) => t === txids[1],
-    )
+    const skipFirst = connectBlock(block, txids, chain.height + 1, chain.utxos, regtest, {
+      signaturesVerified: (t) => t === txids[1],
+    })
     expect(Either.isRight(all) && all.right.signatureChecks.length).toBe(2)
     expect(Either.isRight(skipFirst) && skipFirst.right.signatureChecks.length).toBe(1)
     expect(Either.isRight(skipFirst) && skipFirst.right.checkTx).toEqual([2])
