@@ -27,7 +27,8 @@ import { VERSION } from "../version.js"
  */
 export const services = (config: NodeConfig) => {
   const params = networks[config.network]
-  const store = config.storage === "lmdb" ? layerLmdb(path.join(config.dataDir, "chainstate")) : layerMemory
+  // the LMDB layer keeps its files in <dataDir>/chainstate and locks the whole data directory
+  const store = config.storage === "lmdb" ? layerLmdb(config.dataDir) : layerMemory
   const base = Layer.mergeAll(store, layerDefault, layerPool({ workers: os.availableParallelism() }))
   const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(Layer.provideMerge(base))
   const mempool = MempoolActor.layer({
@@ -103,7 +104,7 @@ export const run = (config: NodeConfig) =>
       yield* Effect.logInfo(
         `ready: tip ${tip.height}, RPC on ${config.rpc.listen.host}:${config.rpc.listen.port}, mining ${config.mining.enabled ? "on" : "off"}`,
       )
-      yield* Deferred.await(shutdown)
+      yield* Deferred.await(shutdown).pipe(Effect.onInterrupt(() => Effect.logInfo("stopping (signal)")))
       yield* Effect.logInfo("stopping")
     })
     yield* node.pipe(Effect.provide(rpc.pipe(Layer.provideMerge(layer(config)))), Effect.scoped)
