@@ -17,6 +17,10 @@
  * - import-heap: the same process's V8 heap in use after a full GC at 10,000 blocks; baseline = the
  *   same after 1,000 blocks (what grows is the in-memory header tree, ~2 KB a block, and the bounded
  *   verification caches).
+ * - mining: the miner's header hashes/s on one worker thread per core; baseline = OpenSSL's SHA-256
+ *   limit on the same cores (`openssl speed -evp sha256 -bytes 64`, two compressions per header hash).
+ * - mining-rpc-p99: p99 latency of a trivial HTTP call on the main thread while the workers mine;
+ *   baseline = the same with the workers idle (see bench/mining.ts).
  */
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -33,6 +37,7 @@ import { encodeBlock } from "../src/schema/block.js"
 import { encodeBlockFile } from "../src/schema/blockFile.js"
 import { pay, TestChain, testKey } from "../test/support/chain.js"
 import { buildFixture } from "./fixtures.js"
+import { miningBench } from "./mining.js"
 
 interface Result {
   readonly name: string
@@ -178,6 +183,10 @@ const main = Effect.gen(function* () {
   const rss = yield* importRss(signer)
   results.push(result("import-rss", rss.rssPeak, "MB", rss.rssAfterFirst))
   results.push(result("import-heap", rss.heapLast, "MB", rss.heapAfterFirst))
+
+  const mining = yield* miningBench()
+  results.push(result("mining", mining.hashesPerSecond, "hashes/s", mining.baseline))
+  results.push(result("mining-rpc-p99", mining.rpcP99Ms, "ms", mining.rpcIdleP99Ms))
 
   if (json) {
     for (const r of results) console.log(JSON.stringify(r))

@@ -1,12 +1,25 @@
-import { Clock, Context, Duration, Effect, Either, Layer, Option, Ref, Schema } from "effect"
-import { assembleBlock, grind, makeCoinbase } from "../consensus/assemble.js"
+import {
+  Clock,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  PubSub,
+  type Queue,
+  Ref,
+  Schema,
+} from "effect"
+import { assembleBlock, makeCoinbase } from "../consensus/assemble.js"
 import { headerHash } from "../consensus/checkBlock.js"
 import type { NetworkParams } from "../consensus/params.js"
-import { blockSubsidy, nextWorkRequired } from "../consensus/pow.js"
-import { encodeBlock, MAX_BLOCK_BYTES } from "../schema/block.js"
+import { blockSubsidy, compactToTarget, nextWorkRequired } from "../consensus/pow.js"
+import * as MiningKernel from "../layers/MiningKernel.js"
+import { type Block, encodeBlock, MAX_BLOCK_BYTES } from "../schema/block.js"
 import { bytesEqual } from "../schema/hex.js"
 import type { Amount, BlockHash, PublicKey } from "../schema/primitives.js"
-import { Chain } from "./Chain.js"
+import { Chain, type ChainEvent } from "./Chain.js"
 import { Mempool } from "./Mempool.js"
 
 /** MinerError: a block this node built was refused by its own chain (a bug), or mining is not allowed. */
@@ -20,9 +33,10 @@ export interface MinerInfo {
 }
 
 /**
- * MinerService builds blocks from the mempool (highest package fee rate first), grinds them and
- * submits them through the Chain actor. Grinding runs in chunks that yield between them, so RPC and
- * the other fibers stay responsive, and work is abandoned at once when the tip changes.
+ * MinerService builds blocks from the mempool (highest package fee rate first), searches their nonces
+ * with the MiningKernel and submits them through the Chain actor. The hashing runs on `workers` worker
+ * threads (a midstate SHA-256d kernel in WebAssembly), so RPC and the other fibers keep the main thread;
+ * the work is abandoned at once when the Chain actor announces a new tip.
  */
 export interface MinerService {
   /** generate mines `n` blocks paying `pubkey` now (generatetoaddress; instant on regtest). */
@@ -40,10 +54,13 @@ export interface MinerConfig {
   readonly pubkey?: PublicKey
   /** mine only when the mempool holds at least this many transactions; 0 mines continuously */
   readonly minTxs: number
+  /**
+   * worker threads that hash (config `mining.workers`); default 1. They start on the first target
+   * that is not trivial, so regtest never starts them. 0 hashes on the node's own thread in ~1.5 ms
+   * slices between other fibers.
+   */
+  readonly workers?: number
 }
-
-/** GRIND_CHUNK: header hashes between yields (~30 ms with node:crypto) */
-const GRIND_CHUNK = 20_000
 /** TEMPLATE_BYTES leaves room under the block cap for the header and the coinbase. */
 const TEMPLATE_BYTES = MAX_BLOCK_BYTES - 10_000
 
@@ -53,6 +70,10 @@ export const make = (config: MinerConfig) =>
     const chain = yield* Chain
     const mempool = yield* Mempool
     const params = config.params
+    const kernel =
+      config.workers === 0
+        ? MiningKernel.makeInline()
+        : yield* MiningKernel.makePool({ workers: config.workers ?? 1 })
     const rate = yield* Ref.make(0)
     const running = yield* Ref.make(false)
     let extraNonce = 0
@@ -91,37 +112,59 @@ export const make = (config: MinerConfig) =>
         return { block, tip: tip.hash }
       })
 
+    /** tipMoved completes when the Chain actor announces a tip other than `tip`. */
+    const tipMoved = (events: Queue.Dequeue<ChainEvent>, tip: BlockHash) =>
+      Effect.gen(function* () {
+        while (true) {
+          const event = yield* events.take
+          if (event._tag === "TipChanged" && !bytesEqual(event.hash, tip)) return Option.none<number>()
+        }
+      })
+
     /**
-     * mineOne grinds one template to a block and submits it; none when the tip moved first (the work is
-     * stale) or the nonce space ran out (a new template gets a new extra nonce).
+     * solve builds a template and searches its nonces: none when the tip moved first (the work is stale:
+     * the search is interrupted, which stops the workers within a batch) or the nonce space ran out.
+     */
+    const solve = (pubkey: PublicKey) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          // subscribed before the template reads the tip, so no tip change can slip in between
+          const events = yield* PubSub.subscribe(chain.events)
+          const { block, tip } = yield* template(pubkey)
+          const { target, negative, overflow } = compactToTarget(block.header.bits)
+          if (negative || overflow || target === 0n || target > params.powLimit) {
+            return yield* new MinerError({
+              message: `template bits ${block.header.bits} are not a valid target`,
+            })
+          }
+          const before = (yield* kernel.stats).hashes
+          const t0 = yield* Clock.currentTimeMillis
+          // a trivial target (regtest) is met within microseconds on this fiber: nothing to abandon,
+          // and racing a tip watcher would cost more than the search
+          const search = kernel.search(block.header, target)
+          const nonce =
+            MiningKernel.expectedHashes(target) <= MiningKernel.inlineExpectedHashes
+              ? yield* search
+              : yield* Effect.raceFirst(search, tipMoved(events, tip))
+          const elapsed = (yield* Clock.currentTimeMillis) - t0
+          if (elapsed > 0) yield* Ref.set(rate, (((yield* kernel.stats).hashes - before) / elapsed) * 1000)
+          return Option.map(nonce, (n): Block => ({ header: { ...block.header, nonce: n }, txs: block.txs }))
+        }),
+      )
+
+    /**
+     * mineOne solves one template and submits the block; none when the work went stale or the nonce
+     * space ran out (the next template gets a new extra nonce).
      */
     const mineOne = (pubkey: PublicKey) =>
       Effect.gen(function* () {
-        const { block, tip } = yield* template(pubkey)
-        let candidate = block
-        const t0 = yield* Clock.currentTimeMillis
-        let hashes = 0
-        while (true) {
-          const found = grind(candidate, params.powLimit, GRIND_CHUNK)
-          if (found !== undefined) {
-            hashes += found.header.nonce - candidate.header.nonce + 1
-            const elapsed = (yield* Clock.currentTimeMillis) - t0
-            if (elapsed > 0) yield* Ref.set(rate, (hashes / elapsed) * 1000)
-            const submitted = yield* Effect.either(chain.submitBlock(encodeBlock(found)))
-            if (Either.isLeft(submitted)) {
-              return yield* new MinerError({ message: `own block refused: ${submitted.left.message}` })
-            }
-            return Option.some(headerHash(found.header))
-          }
-          hashes += GRIND_CHUNK
-          if (candidate.header.nonce > 0xffffffff - GRIND_CHUNK) return Option.none()
-          candidate = {
-            header: { ...candidate.header, nonce: candidate.header.nonce + GRIND_CHUNK },
-            txs: candidate.txs,
-          }
-          yield* Effect.yieldNow()
-          if (!bytesEqual((yield* chain.tip).hash, tip)) return Option.none()
+        const found = yield* solve(pubkey)
+        if (Option.isNone(found)) return Option.none()
+        const submitted = yield* Effect.either(chain.submitBlock(encodeBlock(found.value)))
+        if (Either.isLeft(submitted)) {
+          return yield* new MinerError({ message: `own block refused: ${submitted.left.message}` })
         }
+        return Option.some(headerHash(found.value.header))
       })
 
     const generate = (n: number, pubkey: PublicKey) =>

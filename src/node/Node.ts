@@ -70,6 +70,7 @@ export const layer = (config: NodeConfig) => {
         params,
         enabled: config.mining.enabled,
         minTxs: config.mining.minTxs,
+        workers: config.mining.workers,
         ...(key === undefined ? {} : { pubkey: key }),
       })
     }),
