@@ -1,23 +1,11 @@
-import { createRequire } from "node:module"
 import * as os from "node:os"
-import { pathToFileURL } from "node:url"
-import { Worker } from "node:worker_threads"
-import {
-  Context,
-  Deferred,
-  Duration,
-  Effect,
-  Either,
-  FiberId,
-  Layer,
-  Option,
-  Queue,
-  type Scope,
-} from "effect"
+import type { Worker } from "node:worker_threads"
+import { Context, Deferred, Effect, Either, FiberId, Layer, Option, Queue, type Scope } from "effect"
 import { sha256d } from "../consensus/hash.js"
 import { hashToBigInt } from "../consensus/pow.js"
 import { type BlockHeader, encodeHeader } from "../schema/block.js"
 import { loadHeaderKernel, targetWords } from "./kernel/headerKernel.js"
+import { restartDelay, startWorkerThread } from "./workerThread.js"
 
 export type { HeaderKernel, PreparedHeader } from "./kernel/headerKernel.js"
 export { loadHeaderKernel, targetWords } from "./kernel/headerKernel.js"
@@ -224,30 +212,6 @@ export interface PoolOptions {
 /** defaultBatch is the nonces a worker hashes between looks at its job's cancel flag (~10 ms). */
 const defaultBatch = 65_536
 
-/** restartDelay backs off a slot whose replacement threads keep dying. */
-const restartDelay = (failures: number): Duration.Duration =>
-  Duration.millis(Math.min(30_000, 100 * 2 ** Math.max(0, failures - 1)))
-
-/**
- * startWorkerThread starts minerWorker next to this module: dist/layers/minerWorker.js when compiled,
- * or, from TypeScript sources (vitest, tsx), minerWorker.ts through a bootstrap that registers tsx's
- * loader inside the thread first (Node 20 workers ignore `--import tsx` for their entry; the same
- * approach as SigVerifier's pool).
- */
-const startWorkerThread = (workerData: MinerWorkerData): Worker => {
-  const self = import.meta.url
-  if (!self.endsWith(".ts")) return new Worker(new URL("./minerWorker.js", self), { workerData })
-  const entry = new URL("./minerWorker.ts", self).href
-  const tsxApi = pathToFileURL(
-    createRequire(self)
-      .resolve("tsx/esm/api")
-      .replace(/\.cjs$/, ".mjs"),
-  ).href
-  const bootstrap = `import(${JSON.stringify(tsxApi)})
-    .then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}) })`
-  return new Worker(bootstrap, { eval: true, workerData })
-}
-
 interface Slot {
   readonly index: number
   worker: Worker | undefined
@@ -355,7 +319,7 @@ export const makePool = (
     }
 
     const spawn = (slot: Slot): Worker => {
-      const worker = startWorkerThread({ stats: counters, slot: slot.index })
+      const worker = startWorkerThread(import.meta.url, "minerWorker", { stats: counters, slot: slot.index })
       slot.worker = worker
       slot.ready = false
       worker.on("message", (message: unknown) => {

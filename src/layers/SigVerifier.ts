@@ -1,11 +1,10 @@
 import * as crypto from "node:crypto"
-import { createRequire } from "node:module"
 import * as os from "node:os"
-import { pathToFileURL } from "node:url"
-import { Worker } from "node:worker_threads"
-import { Context, Duration, Effect, Either, Layer, Queue, Schema, type Scope } from "effect"
+import type { Worker } from "node:worker_threads"
+import { Context, Effect, Either, Layer, Queue, Schema, type Scope } from "effect"
 import type { SignatureBackend, SignatureCheck } from "../consensus/signature.js"
 import { loadDefaultBackend, Signatures } from "./Signatures.js"
+import { restartDelay, startWorkerThread } from "./workerThread.js"
 
 /**
  * SigVerifierService verifies the signatures a block or transaction collected (`Connected.signatureChecks`),
@@ -317,31 +316,6 @@ const jobsInFlight = 2
 const defaultJobChecks = (unchecked: number, workers: number): number =>
   Math.min(256, Math.max(32, Math.ceil(unchecked / (Math.max(1, workers) * 4))))
 
-/** restartDelay backs off a slot whose replacement thread keeps dying before it is ready. */
-const restartDelay = (failures: number): Duration.Duration =>
-  Duration.millis(Math.min(30_000, 100 * 2 ** (failures - 1)))
-
-/**
- * startWorkerThread starts sigWorker next to this module. Compiled, that is dist/layers/sigWorker.js. Run
- * from TypeScript sources (vitest, tsx), it is sigWorker.ts, which a plain worker cannot load: on
- * Node 20 a worker ignores `execArgv: ["--import", "tsx"]` for its entry (ERR_UNKNOWN_FILE_EXTENSION),
- * so a small bootstrap registers tsx's loader inside the thread, then imports the entry.
- */
-const startWorkerThread = (): Worker => {
-  const self = import.meta.url
-  if (!self.endsWith(".ts")) return new Worker(new URL("./sigWorker.js", self))
-  const entry = new URL("./sigWorker.ts", self).href
-  // tsx's CommonJS api build mis-resolves its own loader from a worker; its ESM build sits beside it.
-  const tsxApi = pathToFileURL(
-    createRequire(self)
-      .resolve("tsx/esm/api")
-      .replace(/\.cjs$/, ".mjs"),
-  ).href
-  const bootstrap = `import(${JSON.stringify(tsxApi)})
-    .then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}) })`
-  return new Worker(bootstrap, { eval: true })
-}
-
 /** Batch is one verifyAll call in flight: its packed checks and the jobs still able to change its answer. */
 interface Batch {
   readonly buffer: SharedArrayBuffer
@@ -496,7 +470,7 @@ export const makePool = (
     }
 
     const spawn = (slot: Slot): Worker => {
-      const worker = startWorkerThread()
+      const worker = startWorkerThread(import.meta.url, "sigWorker")
       slot.worker = worker
       slot.ready = false
       worker.on("message", (message: unknown) => {
