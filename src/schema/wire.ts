@@ -1,0 +1,470 @@
+import { Either, Schema } from "effect"
+import {
+  Block,
+  BlockHeader,
+  blockSize,
+  HEADER_BYTES,
+  MAX_BLOCK_BYTES,
+  readBlock,
+  readHeader,
+  writeHeader,
+} from "./block.js"
+import { Reader, varintSize, Writer } from "./codec.js"
+import { DecodeError } from "./DecodeError.js"
+import { type BlockHash, Bytes32, MAX_U64, U32 } from "./primitives.js"
+import { MAX_TX_BYTES, readTx, Tx, txSize, writeTx } from "./tx.js"
+
+/** SERVICE_FULL is the `services` bit of a node that stores and serves the whole chain. */
+export const SERVICE_FULL = 1
+/** SERVICE_MINER is the `services` bit of a node that mines (it is also a full node). */
+export const SERVICE_MINER = 2
+/** SERVICE_LIGHT is the `services` bit of a headers-only node that serves no blocks. */
+export const SERVICE_LIGHT = 4
+
+/** INV_TX is the inventory type of a transaction (Bitcoin's MSG_TX). */
+export const INV_TX = 1
+/** INV_BLOCK is the inventory type of a block (Bitcoin's MSG_BLOCK). */
+export const INV_BLOCK = 2
+
+/** MAX_INV_ENTRIES caps inv, getdata and notfound (Bitcoin's MAX_INV_SZ): a bounded flood per frame. */
+export const MAX_INV_ENTRIES = 50_000
+/** MAX_HEADERS caps one headers message (Bitcoin's MAX_HEADERS_RESULTS). */
+export const MAX_HEADERS = 2_000
+/** MAX_LOCATOR_HASHES caps a getheaders locator (Bitcoin's MAX_LOCATOR_SZ): bounds the lookup work a peer can ask for. */
+export const MAX_LOCATOR_HASHES = 101
+/** MAX_ADDR_ENTRIES caps one addr message (Bitcoin's MAX_ADDR_TO_SEND): limits address-table poisoning per frame. */
+export const MAX_ADDR_ENTRIES = 1_000
+/** MAX_USER_AGENT_BYTES caps version.userAgent (Bitcoin's MAX_SUBVERSION_LENGTH). */
+export const MAX_USER_AGENT_BYTES = 256
+/** MAX_REJECT_COMMAND_BYTES caps reject.command: a command name is at most 12 bytes. */
+export const MAX_REJECT_COMMAND_BYTES = 12
+/** MAX_REJECT_REASON_BYTES caps reject.reason (Bitcoin's MAX_REJECT_MESSAGE_LENGTH). */
+export const MAX_REJECT_REASON_BYTES = 111
+
+const INV_ITEM_BYTES = 4 + 32
+const NET_ADDRESS_BYTES = 16 + 2
+const ADDR_ENTRY_BYTES = 4 + 4 + NET_ADDRESS_BYTES
+
+/** U16 is an unsigned 16-bit field (ports; big-endian on the wire, as in Bitcoin's net addresses). */
+export const U16 = Schema.Number.pipe(Schema.int(), Schema.between(0, 0xffff))
+/** U64 is an unsigned 64-bit field as a bigint (nonces). */
+export const U64 = Schema.BigIntFromSelf.pipe(
+  Schema.greaterThanOrEqualToBigInt(0n),
+  Schema.lessThanOrEqualToBigInt(MAX_U64),
+)
+
+/** Host16 is an IPv6 address in 16 bytes; an IPv4 address is IPv4-mapped (`::ffff:a.b.c.d`). */
+export const Host16 = Schema.Uint8ArrayFromSelf.pipe(
+  Schema.filter((b) => b.length === 16, { message: () => "expected exactly 16 bytes" }),
+)
+
+const isPrintableAscii = (s: string): boolean => {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x20 || c > 0x7e) return false
+  }
+  return true
+}
+
+/** asciiString is a printable-ASCII string of at most `max` bytes (one byte per character on the wire). */
+const asciiString = (max: number) =>
+  Schema.String.pipe(
+    Schema.filter((s) => s.length <= max && isPrintableAscii(s), {
+      message: () => `printable ASCII of at most ${max} bytes`,
+    }),
+  )
+
+/** NetAddress is a host and port, as version announces the address it sees the other side at. */
+export const NetAddress = Schema.Struct({ host: Host16, port: U16 })
+export type NetAddress = typeof NetAddress.Type
+
+/** InvType is the kind of object an inventory entry names. */
+export const InvType = Schema.Literal(INV_TX, INV_BLOCK)
+export type InvType = typeof InvType.Type
+
+/** InvItem names one transaction or block by its hash. */
+export const InvItem = Schema.Struct({ type: InvType, hash: Bytes32 })
+export type InvItem = typeof InvItem.Type
+
+/** AddrEntry is one gossiped address: when it was last seen, its services, host and port. */
+export const AddrEntry = Schema.Struct({ time: U32, services: U32, host: Host16, port: U16 })
+export type AddrEntry = typeof AddrEntry.Type
+
+const InvItems = Schema.Array(InvItem).pipe(Schema.maxItems(MAX_INV_ENTRIES))
+
+/**
+ * VersionMessage opens a connection. `nonce` is random per connection so a node that dials itself
+ * sees its own nonce and hangs up; `theirAddress` echoes the peer's address as seen from here (public-IP
+ * discovery); `services` is a bitfield of SERVICE_FULL / SERVICE_MINER / SERVICE_LIGHT.
+ */
+export class VersionMessage extends Schema.TaggedClass<VersionMessage>()("version", {
+  protocolVersion: U32,
+  services: U32,
+  bestHeight: U32,
+  userAgent: asciiString(MAX_USER_AGENT_BYTES),
+  nonce: U64,
+  listenPort: U16,
+  theirAddress: NetAddress,
+}) {}
+
+/** VerackMessage acknowledges a version; the handshake is done when both sides have sent one. */
+export class VerackMessage extends Schema.TaggedClass<VerackMessage>()("verack", {}) {}
+
+/** PingMessage asks the peer to echo `nonce` in a pong (liveness and latency). */
+export class PingMessage extends Schema.TaggedClass<PingMessage>()("ping", { nonce: U64 }) {}
+
+/** PongMessage answers a ping with its nonce. */
+export class PongMessage extends Schema.TaggedClass<PongMessage>()("pong", { nonce: U64 }) {}
+
+/** InvMessage announces transactions and blocks by hash (at most MAX_INV_ENTRIES). */
+export class InvMessage extends Schema.TaggedClass<InvMessage>()("inv", { items: InvItems }) {}
+
+/** GetDataMessage asks for the announced objects (at most MAX_INV_ENTRIES). */
+export class GetDataMessage extends Schema.TaggedClass<GetDataMessage>()("getdata", { items: InvItems }) {}
+
+/** NotFoundMessage answers a getdata for objects the peer does not have. */
+export class NotFoundMessage extends Schema.TaggedClass<NotFoundMessage>()("notfound", { items: InvItems }) {}
+
+/** TxMessage carries one transaction (at most MAX_TX_BYTES). */
+export class TxMessage extends Schema.TaggedClass<TxMessage>()("tx", { tx: Tx }) {}
+
+/** BlockMessage carries one block (at most MAX_BLOCK_BYTES). */
+export class BlockMessage extends Schema.TaggedClass<BlockMessage>()("block", { block: Block }) {}
+
+/**
+ * GetHeadersMessage asks for the headers after the first locator hash the peer knows, up to `stop`
+ * (all zeros: as many as fit). The locator is capped so one request cannot cost unbounded lookups.
+ */
+export class GetHeadersMessage extends Schema.TaggedClass<GetHeadersMessage>()("getheaders", {
+  locator: Schema.Array(Bytes32).pipe(Schema.maxItems(MAX_LOCATOR_HASHES)),
+  stop: Bytes32,
+}) {}
+
+/** HeadersMessage answers getheaders with at most MAX_HEADERS consecutive 80-byte headers. */
+export class HeadersMessage extends Schema.TaggedClass<HeadersMessage>()("headers", {
+  headers: Schema.Array(BlockHeader).pipe(Schema.maxItems(MAX_HEADERS)),
+}) {}
+
+/** GetAddrMessage asks the peer for addresses it knows. */
+export class GetAddrMessage extends Schema.TaggedClass<GetAddrMessage>()("getaddr", {}) {}
+
+/** AddrMessage gossips at most MAX_ADDR_ENTRIES addresses. */
+export class AddrMessage extends Schema.TaggedClass<AddrMessage>()("addr", {
+  entries: Schema.Array(AddrEntry).pipe(Schema.maxItems(MAX_ADDR_ENTRIES)),
+}) {}
+
+/**
+ * RejectMessage tells the peer why its message was refused (BIP61's shape without the code byte):
+ * the command, a Core-compatible reason such as `bad-txns-vin-empty`, and the object's hash if any.
+ */
+export class RejectMessage extends Schema.TaggedClass<RejectMessage>()("reject", {
+  command: asciiString(MAX_REJECT_COMMAND_BYTES),
+  reason: asciiString(MAX_REJECT_REASON_BYTES),
+  hash: Schema.optional(Bytes32),
+}) {}
+
+/** SendHeadersMessage asks the peer to announce new blocks with headers instead of inv (BIP130). */
+export class SendHeadersMessage extends Schema.TaggedClass<SendHeadersMessage>()("sendheaders", {}) {}
+
+/** WireMessage is the union of every P2P message; its `_tag` is the frame's command. */
+export const WireMessage = Schema.Union(
+  VersionMessage,
+  VerackMessage,
+  PingMessage,
+  PongMessage,
+  InvMessage,
+  GetDataMessage,
+  NotFoundMessage,
+  TxMessage,
+  BlockMessage,
+  GetHeadersMessage,
+  HeadersMessage,
+  GetAddrMessage,
+  AddrMessage,
+  RejectMessage,
+  SendHeadersMessage,
+)
+export type WireMessage = typeof WireMessage.Type
+
+/** Command is a wire command name: the `_tag` of a WireMessage. */
+export type Command = WireMessage["_tag"]
+
+/** MessageOf is the message type of one command. */
+export type MessageOf<C extends Command> = Extract<WireMessage, { readonly _tag: C }>
+
+// ---------------------------------------------------------------------------------------------
+// Binary codecs
+
+/** Codec methods are declared as methods (bivariant) so one table can serve the whole union. */
+interface Codec<M> {
+  readonly cap: number
+  read(r: Reader): M
+  size(m: M): number
+  write(w: Writer, m: M): void
+}
+
+const readU16 = (r: Reader, what: string): number => (r.u8(what) << 8) | r.u8(what)
+const writeU16 = (w: Writer, v: number): void => {
+  w.u8(v >>> 8)
+  w.u8(v & 0xff)
+}
+
+const readAscii = (r: Reader, what: string, cap: number): string => {
+  const start = r.pos
+  const bytes = r.varBytes(what, cap)
+  let s = ""
+  for (const b of bytes) {
+    if (b < 0x20 || b > 0x7e) {
+      r.pos = start
+      r.fail("invalid-value", what)
+    }
+    s += String.fromCharCode(b)
+  }
+  return s
+}
+const asciiSize = (s: string): number => varintSize(s.length) + s.length
+const writeAscii = (w: Writer, s: string): void => {
+  w.varint(s.length)
+  for (let i = 0; i < s.length; i++) w.u8(s.charCodeAt(i))
+}
+
+const readInvItems = (r: Reader, what: string): Array<InvItem> => {
+  const n = r.count(what, MAX_INV_ENTRIES, INV_ITEM_BYTES)
+  const items: Array<InvItem> = []
+  for (let i = 0; i < n; i++) {
+    const start = r.pos
+    const type = r.u32("inv.type")
+    if (type !== INV_TX && type !== INV_BLOCK) {
+      r.pos = start
+      r.fail("invalid-value", "inv.type")
+    }
+    items.push({ type, hash: r.bytesN(32, "inv.hash") })
+  }
+  return items
+}
+
+const invCodec = <M extends { readonly items: ReadonlyArray<InvItem> }>(
+  what: string,
+  make: (items: Array<InvItem>) => M,
+): Codec<M> => ({
+  cap: varintSize(MAX_INV_ENTRIES) + MAX_INV_ENTRIES * INV_ITEM_BYTES,
+  read: (r) => make(readInvItems(r, what)),
+  size: (m) => varintSize(m.items.length) + m.items.length * INV_ITEM_BYTES,
+  write: (w, m) => {
+    w.varint(m.items.length)
+    for (const item of m.items) {
+      w.u32(item.type)
+      w.raw(item.hash)
+    }
+  },
+})
+
+const emptyCodec = <M>(make: () => M): Codec<M> => ({
+  cap: 0,
+  read: () => make(),
+  size: () => 0,
+  write: () => {},
+})
+
+const nonceCodec = <M extends { readonly nonce: bigint }>(
+  what: string,
+  make: (nonce: bigint) => M,
+): Codec<M> => ({
+  cap: 8,
+  read: (r) => make(r.u64(what)),
+  size: () => 8,
+  write: (w, m) => w.u64(m.nonce),
+})
+
+/** Validation is skipped when a decoder builds a message: the codec has already checked every field. */
+const trusted = true
+
+const codecs: { readonly [C in Command]: Codec<MessageOf<C>> } = {
+  version: {
+    cap: 4 + 4 + 4 + varintSize(MAX_USER_AGENT_BYTES) + MAX_USER_AGENT_BYTES + 8 + 2 + NET_ADDRESS_BYTES,
+    read: (r) =>
+      new VersionMessage(
+        {
+          protocolVersion: r.u32("version.protocolVersion"),
+          services: r.u32("version.services"),
+          bestHeight: r.u32("version.bestHeight"),
+          userAgent: readAscii(r, "version.userAgent", MAX_USER_AGENT_BYTES),
+          nonce: r.u64("version.nonce"),
+          listenPort: readU16(r, "version.listenPort"),
+          theirAddress: {
+            host: r.bytesN(16, "version.theirAddress.host"),
+            port: readU16(r, "version.theirAddress.port"),
+          },
+        },
+        trusted,
+      ),
+    size: (m) => 12 + asciiSize(m.userAgent) + 8 + 2 + NET_ADDRESS_BYTES,
+    write: (w, m) => {
+      w.u32(m.protocolVersion)
+      w.u32(m.services)
+      w.u32(m.bestHeight)
+      writeAscii(w, m.userAgent)
+      w.u64(m.nonce)
+      writeU16(w, m.listenPort)
+      w.raw(m.theirAddress.host)
+      writeU16(w, m.theirAddress.port)
+    },
+  },
+  verack: emptyCodec(() => new VerackMessage(undefined, trusted)),
+  ping: nonceCodec("ping.nonce", (nonce) => new PingMessage({ nonce }, trusted)),
+  pong: nonceCodec("pong.nonce", (nonce) => new PongMessage({ nonce }, trusted)),
+  inv: invCodec("inv.items", (items) => new InvMessage({ items }, trusted)),
+  getdata: invCodec("getdata.items", (items) => new GetDataMessage({ items }, trusted)),
+  notfound: invCodec("notfound.items", (items) => new NotFoundMessage({ items }, trusted)),
+  tx: {
+    cap: MAX_TX_BYTES,
+    read: (r) => new TxMessage({ tx: readTx(r) }, trusted),
+    size: (m) => txSize(m.tx),
+    write: (w, m) => writeTx(w, m.tx),
+  },
+  block: {
+    cap: MAX_BLOCK_BYTES,
+    read: (r) => new BlockMessage({ block: readBlock(r) }, trusted),
+    size: (m) => blockSize(m.block),
+    write: (w, m) => {
+      writeHeader(w, m.block.header)
+      w.varint(m.block.txs.length)
+      for (const tx of m.block.txs) writeTx(w, tx)
+    },
+  },
+  getheaders: {
+    cap: varintSize(MAX_LOCATOR_HASHES) + MAX_LOCATOR_HASHES * 32 + 32,
+    read: (r) => {
+      const n = r.count("getheaders.locator", MAX_LOCATOR_HASHES, 32)
+      const locator: Array<BlockHash> = []
+      for (let i = 0; i < n; i++) locator.push(r.bytesN(32, "getheaders.locator") as BlockHash)
+      return new GetHeadersMessage({ locator, stop: r.bytesN(32, "getheaders.stop") }, trusted)
+    },
+    size: (m) => varintSize(m.locator.length) + m.locator.length * 32 + 32,
+    write: (w, m) => {
+      w.varint(m.locator.length)
+      for (const h of m.locator) w.raw(h)
+      w.raw(m.stop)
+    },
+  },
+  headers: {
+    cap: varintSize(MAX_HEADERS) + MAX_HEADERS * HEADER_BYTES,
+    read: (r) => {
+      const n = r.count("headers.headers", MAX_HEADERS, HEADER_BYTES)
+      const headers: Array<BlockHeader> = []
+      for (let i = 0; i < n; i++) headers.push(readHeader(r))
+      return new HeadersMessage({ headers }, trusted)
+    },
+    size: (m) => varintSize(m.headers.length) + m.headers.length * HEADER_BYTES,
+    write: (w, m) => {
+      w.varint(m.headers.length)
+      for (const h of m.headers) writeHeader(w, h)
+    },
+  },
+  getaddr: emptyCodec(() => new GetAddrMessage(undefined, trusted)),
+  addr: {
+    cap: varintSize(MAX_ADDR_ENTRIES) + MAX_ADDR_ENTRIES * ADDR_ENTRY_BYTES,
+    read: (r) => {
+      const n = r.count("addr.entries", MAX_ADDR_ENTRIES, ADDR_ENTRY_BYTES)
+      const entries: Array<AddrEntry> = []
+      for (let i = 0; i < n; i++) {
+        entries.push({
+          time: r.u32("addr.time"),
+          services: r.u32("addr.services"),
+          host: r.bytesN(16, "addr.host"),
+          port: readU16(r, "addr.port"),
+        })
+      }
+      return new AddrMessage({ entries }, trusted)
+    },
+    size: (m) => varintSize(m.entries.length) + m.entries.length * ADDR_ENTRY_BYTES,
+    write: (w, m) => {
+      w.varint(m.entries.length)
+      for (const e of m.entries) {
+        w.u32(e.time)
+        w.u32(e.services)
+        w.raw(e.host)
+        writeU16(w, e.port)
+      }
+    },
+  },
+  reject: {
+    cap: 1 + MAX_REJECT_COMMAND_BYTES + 1 + MAX_REJECT_REASON_BYTES + 32,
+    read: (r) => {
+      const command = readAscii(r, "reject.command", MAX_REJECT_COMMAND_BYTES)
+      const reason = readAscii(r, "reject.reason", MAX_REJECT_REASON_BYTES)
+      // The hash is present exactly when bytes remain; 1..31 leftover bytes are a truncated hash.
+      return r.remaining === 0
+        ? new RejectMessage({ command, reason }, trusted)
+        : new RejectMessage({ command, reason, hash: r.bytesN(32, "reject.hash") }, trusted)
+    },
+    size: (m) => asciiSize(m.command) + asciiSize(m.reason) + (m.hash === undefined ? 0 : 32),
+    write: (w, m) => {
+      writeAscii(w, m.command)
+      writeAscii(w, m.reason)
+      if (m.hash !== undefined) w.raw(m.hash)
+    },
+  },
+  sendheaders: emptyCodec(() => new SendHeadersMessage(undefined, trusted)),
+}
+
+/** COMMANDS lists every known wire command. */
+export const COMMANDS: ReadonlyArray<Command> = Object.keys(codecs) as Array<Command>
+
+/** isCommand tells whether a string names a known wire command. */
+export const isCommand = (s: string): s is Command => Object.hasOwn(codecs, s)
+
+/**
+ * maxPayloadBytes is the largest payload a command may declare (btcd's MaxPayloadLength), computed
+ * from its entry caps; a frame header declaring more is refused before a byte of payload is buffered.
+ */
+export const maxPayloadBytes = (command: Command): number => codecs[command].cap
+
+/** payloadSize is the exact encoded payload size of a message. */
+export const payloadSize = (msg: WireMessage): number => {
+  const codec: Codec<WireMessage> = codecs[msg._tag]
+  return codec.size(msg)
+}
+
+/**
+ * writePayload writes a message's payload at the writer's position. The caller keeps to the caps (the
+ * message constructors check them unless validation is disabled); the encoder itself does not refuse.
+ */
+export const writePayload = (w: Writer, msg: WireMessage): void => {
+  const codec: Codec<WireMessage> = codecs[msg._tag]
+  codec.write(w, msg)
+}
+
+/** encodePayload returns a message's canonical payload bytes (no frame header). */
+export const encodePayload = (msg: WireMessage): Uint8Array => {
+  const w = new Writer(payloadSize(msg))
+  writePayload(w, msg)
+  return w.finish()
+}
+
+/**
+ * decodePayload decodes one command's payload: an unknown command is `invalid-value` at
+ * `frame.command`, a payload over the command's cap is `length-exceeds-cap` before any read, and the
+ * payload must be consumed exactly, so a decoded message re-encodes to the same bytes. Never throws.
+ */
+export const decodePayload = (
+  command: string,
+  payload: Uint8Array,
+): Either.Either<WireMessage, DecodeError> => {
+  if (!isCommand(command)) {
+    return Either.left(new DecodeError({ reason: "invalid-value", what: "frame.command", offset: 0 }))
+  }
+  const codec: Codec<WireMessage> = codecs[command]
+  if (payload.length > codec.cap) {
+    return Either.left(new DecodeError({ reason: "length-exceeds-cap", what: command, offset: 0 }))
+  }
+  const r = new Reader(payload)
+  try {
+    const msg = codec.read(r)
+    r.end(command)
+    return Either.right(msg)
+  } catch (e) {
+    if (e instanceof DecodeError) return Either.left(e)
+    throw e
+  }
+}
