@@ -9,29 +9,9 @@ import { toHex } from "../../src/schema/hex.js"
 import type { Amount, Height, PublicKey, TxId } from "../../src/schema/primitives.js"
 import { BlockHashHex, TxIdHex } from "../../src/schema/primitives.js"
 import { decodeTx, encodeTx, MAX_TX_BYTES, readTx, type Tx } from "../../src/schema/tx.js"
-import { arbBlock, arbCoin, arbHeader, arbTx } from "../support/arbitraries.js"
+import { arbBlock, arbCoin, arbHeader, arbTx, mutate } from "../support/arbitraries.js"
 
 const SEED = 0x5eed
-
-/** A mutation of an encoding: flip a byte, truncate, extend, delete or insert a run of bytes. */
-const mutate = (input: Uint8Array) =>
-  fc.oneof(
-    fc.record({ at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) }).map(({ at, xor }) => {
-      const out = new Uint8Array(input)
-      if (out.length > 0) out[at % out.length]! ^= xor
-      return out
-    }),
-    fc.nat().map((n) => input.slice(0, input.length === 0 ? 0 : n % input.length)),
-    fc.uint8Array({ minLength: 1, maxLength: 8 }).map((tail) => new Uint8Array([...input, ...tail])),
-    fc.record({ at: fc.nat(), len: fc.integer({ min: 1, max: 9 }) }).map(({ at, len }) => {
-      const i = input.length === 0 ? 0 : at % input.length
-      return new Uint8Array([...input.slice(0, i), ...input.slice(i + len)])
-    }),
-    fc.record({ at: fc.nat(), run: fc.uint8Array({ minLength: 1, maxLength: 9 }) }).map(({ at, run }) => {
-      const i = input.length === 0 ? 0 : at % (input.length + 1)
-      return new Uint8Array([...input.slice(0, i), ...run, ...input.slice(i)])
-    }),
-  )
 
 const codecs = [
   { name: "Tx", arb: arbTx as fc.Arbitrary<unknown>, encode: encodeTx, decode: decodeTx, read: readTx },

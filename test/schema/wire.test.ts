@@ -43,7 +43,7 @@ import {
   VersionMessage,
   type WireMessage,
 } from "../../src/schema/wire.js"
-import { arbBlock, arbHeader, arbTx, bytes32, u32 } from "../support/arbitraries.js"
+import { arbBlock, arbHeader, arbTx, bytes32, mutate, u32 } from "../support/arbitraries.js"
 
 const SEED = 0x5eed
 const MAGIC = regtest.magic
@@ -95,26 +95,6 @@ const arbMessage: fc.Arbitrary<WireMessage> = fc.oneof(
     ),
   fc.constant(undefined).map(() => new SendHeadersMessage()),
 )
-
-/** A mutation of an encoding: flip a byte, truncate, extend, delete or insert a run of bytes. */
-const mutate = (input: Uint8Array) =>
-  fc.oneof(
-    fc.record({ at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) }).map(({ at, xor }) => {
-      const out = new Uint8Array(input)
-      if (out.length > 0) out[at % out.length]! ^= xor
-      return out
-    }),
-    fc.nat().map((n) => input.slice(0, input.length === 0 ? 0 : n % input.length)),
-    fc.uint8Array({ minLength: 1, maxLength: 8 }).map((tail) => new Uint8Array([...input, ...tail])),
-    fc.record({ at: fc.nat(), len: fc.integer({ min: 1, max: 9 }) }).map(({ at, len }) => {
-      const i = input.length === 0 ? 0 : at % input.length
-      return new Uint8Array([...input.slice(0, i), ...input.slice(i + len)])
-    }),
-    fc.record({ at: fc.nat(), run: fc.uint8Array({ minLength: 1, maxLength: 9 }) }).map(({ at, run }) => {
-      const i = input.length === 0 ? 0 : at % (input.length + 1)
-      return new Uint8Array([...input.slice(0, i), ...run, ...input.slice(i)])
-    }),
-  )
 
 const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))

@@ -40,3 +40,23 @@ export const arbCoin: fc.Arbitrary<Coin> = fc.record({
   height: fc.integer({ min: 0, max: 0x7fffffff }).map((h) => h as Height),
   coinbase: fc.boolean(),
 })
+
+/** A mutation of an encoding: flip a byte, truncate, extend, delete or insert a run of bytes. */
+export const mutate = (input: Uint8Array) =>
+  fc.oneof(
+    fc.record({ at: fc.nat(), xor: fc.integer({ min: 1, max: 255 }) }).map(({ at, xor }) => {
+      const out = new Uint8Array(input)
+      if (out.length > 0) out[at % out.length]! ^= xor
+      return out
+    }),
+    fc.nat().map((n) => input.slice(0, input.length === 0 ? 0 : n % input.length)),
+    fc.uint8Array({ minLength: 1, maxLength: 8 }).map((tail) => new Uint8Array([...input, ...tail])),
+    fc.record({ at: fc.nat(), len: fc.integer({ min: 1, max: 9 }) }).map(({ at, len }) => {
+      const i = input.length === 0 ? 0 : at % input.length
+      return new Uint8Array([...input.slice(0, i), ...input.slice(i + len)])
+    }),
+    fc.record({ at: fc.nat(), run: fc.uint8Array({ minLength: 1, maxLength: 9 }) }).map(({ at, run }) => {
+      const i = input.length === 0 ? 0 : at % (input.length + 1)
+      return new Uint8Array([...input.slice(0, i), ...run, ...input.slice(i)])
+    }),
+  )
