@@ -54,6 +54,9 @@ import * as Actor from "./Actor.js"
 /** PROGRESS_EVERY: connecting a long branch (reindex, a big import) logs a progress line this often. */
 const PROGRESS_EVERY = 1000
 
+/** MAX_RECENT bounds the decoded blocks kept between accepting and connecting them. */
+const MAX_RECENT = 16
+
 /** MAX_REJECTED bounds the memory of refused block hashes. */
 const MAX_REJECTED = 10_000
 
@@ -213,6 +216,11 @@ interface State {
    * oldest first, at most MAX_REJECTED: their children are refused at once instead of orphaned
    */
   readonly rejected: Set<string>
+  /**
+   * blocks accepted this session, decoded with their txids, oldest first, at most MAX_RECENT: the
+   * connect that usually follows at once reuses them instead of reading, decoding and hashing again
+   */
+  readonly recent: Map<string, DecodedBlock>
   muhash: MuHash
   seq: number
 }
@@ -346,6 +354,7 @@ export const make = (config: ChainConfig) =>
         orphans: new Map(),
         orphanBytes: 0,
         rejected: new Set(),
+        recent: new Map(),
         muhash: MUHASH_EMPTY,
         seq: 0,
       }
@@ -428,8 +437,11 @@ export const make = (config: ChainConfig) =>
       }
     }
 
-    const readBlock = (node: Node) =>
+    /** readBlock is a block's decoded form and txids: from `recent` when just accepted, else from storage. */
+    const readBlock = (state: State, node: Node) =>
       Effect.gen(function* () {
+        const recent = state.recent.get(node.hex)
+        if (recent !== undefined) return recent
         const bytes = yield* store.getBlock(node.hash)
         if (Option.isNone(bytes))
           return yield* Effect.die(new ChainCorrupt({ detail: `block ${node.hex} missing` }))
@@ -445,7 +457,7 @@ export const make = (config: ChainConfig) =>
     /** connectTip connects `node` (whose parent is the tip); a rule failure comes back as a Left. */
     const connectTip = (state: State, node: Node) =>
       Effect.gen(function* () {
-        const { block, txids } = yield* readBlock(node)
+        const { block, txids } = yield* readBlock(state, node)
         const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
         const ctx: BlockContext = { ...headerContext(state, node.parent!, now), params }
         const checked = yield* validateWithVerifier(verifier, block, ctx, store.coins, txids)
@@ -491,7 +503,7 @@ export const make = (config: ChainConfig) =>
     const disconnectTip = (state: State) =>
       Effect.gen(function* () {
         const node = state.active[state.active.length - 1]!
-        const { block, txids } = yield* readBlock(node)
+        const { block, txids } = yield* readBlock(state, node)
         const undoBytes = yield* store.getUndo(node.hash)
         if (Option.isNone(undoBytes))
           return yield* Effect.die(new ChainCorrupt({ detail: `undo of ${node.hex} missing` }))
@@ -664,6 +676,8 @@ export const make = (config: ChainConfig) =>
           return yield* Effect.fail(contextual.left)
         }
         yield* store.putBlock(hash, bytes).pipe(Effect.orDie)
+        state.recent.set(hex, decoded)
+        if (state.recent.size > MAX_RECENT) state.recent.delete(state.recent.keys().next().value!)
         node.status = "data"
         yield* store.putIndex([entryOf(node)]).pipe(Effect.orDie)
         setChainData(state, node)
