@@ -4,16 +4,17 @@ import { Mempool } from "../actors/Mempool.js"
 import { Miner } from "../actors/Miner.js"
 import { Wallet, type WalletError } from "../actors/Wallet.js"
 import { decodeAddress, encodeAddress } from "../consensus/address.js"
+import { decodeBlockWithTxids } from "../consensus/checkBlock.js"
 import { txidOf } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import { compactToTarget } from "../consensus/pow.js"
 import { outpointKey } from "../consensus/utxo.js"
 import { ChainStore } from "../layers/ChainStore.js"
-import { type Block, decodeBlock } from "../schema/block.js"
+import type { Block } from "../schema/block.js"
 import { fromHex, toHex } from "../schema/hex.js"
 import type { BlockHash, TxId } from "../schema/primitives.js"
 import { TxIdHex } from "../schema/primitives.js"
-import { decodeTx, encodeTx, type Tx, txSize } from "../schema/tx.js"
+import { decodeTx, type Tx, txSize } from "../schema/tx.js"
 import { method, RpcError } from "./Server.js"
 
 /** RpcContext is what the node hands the methods besides its services. */
@@ -72,8 +73,8 @@ export const chainMethods = (ctx: RpcContext) => {
       if (Option.isNone(entry) || entry.value.status === "header") return yield* notFound("Block not found")
       const bytes = yield* chain.block(h).pipe(Effect.orDie)
       if (Option.isNone(bytes)) return yield* notFound("Block not available")
-      const block = Either.getOrThrow(decodeBlock(bytes.value))
-      return { entry: entry.value, block, bytes: bytes.value }
+      const { block, txids } = Either.getOrThrow(decodeBlockWithTxids(bytes.value))
+      return { entry: entry.value, block, txids, bytes: bytes.value }
     })
   const headerJson = (
     entry: { hash: BlockHash; height: number; header: Block["header"]; active: boolean },
@@ -166,10 +167,9 @@ export const chainMethods = (ctx: RpcContext) => {
       Schema.Tuple(hash, Schema.optionalElement(Schema.Literal(0, 1, 2))),
       ([h, verbosity]) =>
         Effect.gen(function* () {
-          const { entry, block, bytes } = yield* blockAt(parseHash(h))
+          const { entry, block, txids, bytes } = yield* blockAt(parseHash(h))
           if (verbosity === 0) return toHex(bytes)
           const tip = yield* (yield* Chain).tip
-          const txids = block.txs.map((tx) => txidOf(encodeTx(tx)))
           return {
             ...headerJson(entry, tip.height),
             size: bytes.length,
@@ -184,10 +184,12 @@ export const chainMethods = (ctx: RpcContext) => {
       Schema.Tuple(hex),
       ([txHex]) =>
         Effect.gen(function* () {
-          const decoded = decodeTx(fromHex(txHex)!)
+          const bytes = fromHex(txHex)!
+          const decoded = decodeTx(bytes)
           if (Either.isLeft(decoded))
             return yield* new RpcError({ code: -22, message: `TX decode failed: ${decoded.left.message}` })
-          return txJson(params, decoded.right, txidOf(encodeTx(decoded.right)))
+          // canonical encoding: the input bytes are exactly encodeTx(decoded), so hash them as given
+          return txJson(params, decoded.right, txidOf(bytes))
         }),
       "decode a transaction's hex",
       ["hexstring"],

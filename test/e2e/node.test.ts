@@ -128,9 +128,18 @@ describe("a running regtest node (real process, loopback, temp data directory)",
     const txid = text(node, "sendtoaddress", other, String(10 * COIN))
     expect(txid).toMatch(/^[0-9a-f]{64}$/)
     expect(json(node, "getrawmempool")).toEqual([txid])
+    const raw = text(node, "getrawtransaction", txid)
+    expect((json(node, "decoderawtransaction", raw) as { txid: string }).txid).toBe(txid)
 
     json(node, "generatetoaddress", "1", mine)
     expect(json(node, "getrawmempool")).toEqual([])
+    const block = json(node, "getblock", text(node, "getbestblockhash")) as {
+      height: number
+      tx: Array<string>
+    }
+    expect(block.height).toBe(102)
+    expect(block.tx).toHaveLength(2)
+    expect(block.tx[1]).toBe(txid)
     const unspent = json(node, "listunspent") as Array<{
       txid: string
       address: string
