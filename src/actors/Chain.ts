@@ -139,6 +139,70 @@ export interface ChainServiceApi {
   readonly events: PubSub.PubSub<ChainEvent>
   /** orphanCount is the orphan pool's size (for metrics and tests). */
   readonly orphanCount: Effect.Effect<number>
+
+  // -- headers-first sync (issue 6) ---------------------------------------------------------------
+
+  /**
+   * submitHeaders checks and stores a batch of consecutive headers (each `prev` the hash of the one
+   * before; the first's parent must be known): proof of work against `bits`, the expected `bits`,
+   * time after the median time past and not too far ahead, linkage. New headers enter the header tree
+   * with status "header" (persisted) and can be fetched with `blocksToFetch`. Known headers are
+   * skipped. Fails with the first rule broken: `prev-blk-not-found` (ban score 0: ask again with a
+   * locator) when the first parent is unknown, `bad-headers-chain` (100) when the batch is not
+   * consecutive, `duplicate-invalid` (100) for a header already known invalid, else the header rule's
+   * reason and score; headers before the failing one stay stored.
+   */
+  readonly submitHeaders: (headers: ReadonlyArray<BlockHeader>) => Effect.Effect<HeadersResult, RuleError>
+  /**
+   * locator is a block locator from the best header chain's tip back to genesis (Core's
+   * CBlockLocator: ten steps of 1, then doubling; at most 101 hashes, the last the genesis hash).
+   */
+  readonly locator: Effect.Effect<ReadonlyArray<BlockHash>>
+  /**
+   * headersAfter answers getheaders from the active chain: the headers after the first `locator` hash
+   * that is on the active chain (genesis when none is), up to and including `stop` (all-zero: no
+   * stop), at most `max`.
+   */
+  readonly headersAfter: (
+    locator: ReadonlyArray<BlockHash>,
+    stop: BlockHash,
+    max: number,
+  ) => Effect.Effect<ReadonlyArray<BlockHeader>>
+  /** bestHeader is the tip of the chain of valid-so-far headers with the most work (the sync target). */
+  readonly bestHeader: Effect.Effect<HeaderTip>
+  /**
+   * blocksToFetch lists blocks to download towards `target` (a peer's best known header): those on the
+   * branch from its fork with the active chain up to `target` whose data we lack, in height order, at
+   * most `window` above the active tip, not in `exclude` (hex hashes already requested), at most `max`.
+   * Empty when `target` is unknown, invalid, or has no more work to offer.
+   */
+  readonly blocksToFetch: (
+    target: BlockHash,
+    options: { readonly max: number; readonly window: number; readonly exclude: ReadonlySet<string> },
+  ) => Effect.Effect<ReadonlyArray<{ readonly hash: BlockHash; readonly height: number }>>
+  /**
+   * syncStatus is what getblockchaininfo reports: the best header's height, whether the node is in
+   * initial block download (Core's rule: until the tip is less than 24 h old by the Clock; once false,
+   * it stays false), and verification progress (tip height / best header height, 1 when equal).
+   */
+  readonly syncStatus: Effect.Effect<{
+    readonly headers: number
+    readonly initialBlockDownload: boolean
+    readonly verificationProgress: number
+  }>
+}
+
+/** HeaderTip names a header in the tree with its height and cumulative work. */
+export interface HeaderTip {
+  readonly hash: BlockHash
+  readonly height: number
+  readonly chainwork: bigint
+}
+
+/** HeadersResult says how a headers batch went: the last header's place in the tree, and how many were new. */
+export interface HeadersResult {
+  readonly last: HeaderTip
+  readonly added: number
 }
 
 /** chainHeight is the active tip's height, exported at /metrics. */
@@ -821,6 +885,12 @@ export const make = (config: ChainConfig) =>
       reindex: Actor.ask(actor, (reply): Command => ({ _tag: "Reindex", reply })),
       events,
       orphanCount: Actor.ask(actor, (reply): Command => ({ _tag: "OrphanCount", reply })),
+      submitHeaders: () => Effect.dieMessage("Chain.submitHeaders: not implemented yet"),
+      locator: Effect.dieMessage("Chain.locator: not implemented yet"),
+      headersAfter: () => Effect.dieMessage("Chain.headersAfter: not implemented yet"),
+      bestHeader: Effect.dieMessage("Chain.bestHeader: not implemented yet"),
+      blocksToFetch: () => Effect.dieMessage("Chain.blocksToFetch: not implemented yet"),
+      syncStatus: Effect.dieMessage("Chain.syncStatus: not implemented yet"),
     }
     return service
   })

@@ -48,9 +48,26 @@ export const encodeMessage = (magic: Uint8Array, msg: WireMessage): Uint8Array =
   return frame
 }
 
+/**
+ * encodeRawFrame frames an already-encoded payload (a block read from storage, a transaction's
+ * bytes from the mempool) without decoding and re-encoding it. The caller vouches that `payload` is
+ * a valid `command` payload within its cap.
+ */
+export const encodeRawFrame = (magic: Uint8Array, command: Command, payload: Uint8Array): Uint8Array => {
+  const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.length)
+  frame.set(magic.subarray(0, MAGIC_BYTES), 0)
+  for (let i = 0; i < command.length; i++) frame[COMMAND_OFFSET + i] = command.charCodeAt(i)
+  new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER_BYTES).setUint32(LENGTH_OFFSET, payload.length, true)
+  frame.set(frameChecksum(payload), CHECKSUM_OFFSET)
+  frame.set(payload, FRAME_HEADER_BYTES)
+  return frame
+}
+
 /** FrameEvent is what a Framer yields per frame: a decoded message or the typed reason it was refused. */
 export type FrameEvent = Data.TaggedEnum<{
   Message: { readonly message: WireMessage }
+  /** a frame of a command the Framer was told to pass undecoded (see `Framer` options): checksum checked, length within the cap */
+  Raw: { readonly command: Command; readonly payload: Uint8Array }
   Error: { readonly error: DecodeError }
 }>
 /** FrameEvent constructors and matchers (`FrameEvent.Message({ message })`, `FrameEvent.$is("Error")`). */
@@ -103,7 +120,15 @@ export class Framer {
   private payloadFill = 0
   private isClosed = false
 
-  constructor(readonly magic: Uint8Array) {}
+  /**
+   * `raw` lists commands whose payloads are handed over undecoded as `Raw` events, for consumers that
+   * decode them anyway with their own bounded decoder (blocks go to the Chain actor, transactions to
+   * the Mempool): decoding them here too would cost a second pass over the largest payloads.
+   */
+  constructor(
+    readonly magic: Uint8Array,
+    private readonly raw: ReadonlySet<Command> = new Set(),
+  ) {}
 
   /** closed is true after a framing error; the connection should be dropped. */
   get closed(): boolean {
@@ -191,6 +216,7 @@ export class Framer {
     if (!checksumOk) {
       return FrameEvent.Error({ error: headerError("invalid-value", "frame.checksum", CHECKSUM_OFFSET) })
     }
+    if (this.raw.has(command)) return FrameEvent.Raw({ command, payload })
     return Either.match(decodePayload(command, payload), {
       onLeft: (error) => FrameEvent.Error({ error }),
       onRight: (message) => FrameEvent.Message({ message }),
