@@ -17,6 +17,7 @@ import {
   type BlockContext,
   checkAndConnect,
   checkBlock,
+  checkBlockHeader,
   contextualCheckBlock,
   contextualCheckBlockHeader,
   type DecodedBlock,
@@ -27,7 +28,7 @@ import {
   signatureFailure,
   type Validated,
 } from "../consensus/checkBlock.js"
-import { blockError, type RuleError } from "../consensus/errors.js"
+import { blockError, headerError, type RuleError } from "../consensus/errors.js"
 import {
   decodeMuHash,
   encodeMuHash,
@@ -59,6 +60,12 @@ const MAX_RECENT = 16
 
 /** MAX_REJECTED bounds the memory of refused block hashes. */
 const MAX_REJECTED = 10_000
+
+/**
+ * maxTipAge: while the active tip is older than this by the Clock, the node is in initial block
+ * download (Core's DEFAULT_MAX_TIP_AGE).
+ */
+const maxTipAge = Duration.hours(24)
 
 /** ChainConfig: the network and the orphan-pool bounds (policy, from config). */
 export interface ChainConfig {
@@ -251,6 +258,8 @@ interface Node {
   readonly height: number
   readonly chainwork: bigint
   readonly parent: Node | undefined
+  /** an ancestor at skipHeight(height), for O(log n) ancestor look-ups off the active chain (Core's pskip) */
+  readonly skip: Node | undefined
   readonly children: Array<Node>
   /** first-seen order: of two chains with equal work, the one seen first stays active */
   readonly seq: number
@@ -287,6 +296,11 @@ interface State {
   readonly recent: Map<string, DecodedBlock>
   muhash: MuHash
   seq: number
+  /**
+   * the node with the most work among those not invalid, first seen on ties (the sync target);
+   * undefined only while `load` builds the tree (read it with bestHeaderOf)
+   */
+  bestHeader: Node | undefined
 }
 
 type Command =
@@ -315,6 +329,32 @@ type Command =
     }
   | { readonly _tag: "Reindex"; readonly reply: Deferred.Deferred<{ readonly height: number }, StorageError> }
   | { readonly _tag: "OrphanCount"; readonly reply: Deferred.Deferred<number> }
+  | {
+      readonly _tag: "SubmitHeaders"
+      readonly headers: ReadonlyArray<BlockHeader>
+      readonly reply: Deferred.Deferred<HeadersResult, RuleError>
+    }
+  | { readonly _tag: "Locator"; readonly reply: Deferred.Deferred<ReadonlyArray<BlockHash>> }
+  | {
+      readonly _tag: "HeadersAfter"
+      readonly locator: ReadonlyArray<BlockHash>
+      readonly stop: BlockHash
+      readonly max: number
+      readonly reply: Deferred.Deferred<ReadonlyArray<BlockHeader>>
+    }
+  | { readonly _tag: "BestHeader"; readonly reply: Deferred.Deferred<HeaderTip> }
+  | {
+      readonly _tag: "BlocksToFetch"
+      readonly target: BlockHash
+      readonly max: number
+      readonly window: number
+      readonly exclude: ReadonlySet<string>
+      readonly reply: Deferred.Deferred<ReadonlyArray<{ readonly hash: BlockHash; readonly height: number }>>
+    }
+  | { readonly _tag: "SyncStatus"; readonly reply: Deferred.Deferred<SyncStatus> }
+
+/** SyncStatus is syncStatus's answer. */
+type SyncStatus = Effect.Effect.Success<ChainServiceApi["syncStatus"]>
 
 /** statusOf reads a node's status afresh (it may change across an activation). */
 const statusOf = (n: Node): BlockStatus => n.status
@@ -327,12 +367,129 @@ const entryOf = (n: Node): IndexEntry => ({
   status: n.status,
 })
 
-/** ancestorAt walks from `n` to its ancestor at `height` (the active chain answers directly). */
+const tipOf = (n: Node): HeaderTip => ({ hash: n.hash, height: n.height, chainwork: n.chainwork })
+
+/** skipHeight is the height a node's skip pointer points at (Core's GetSkipHeight). */
+const skipHeight = (height: number): number => {
+  if (height < 2) return 0
+  const invertLowestOne = (n: number) => n & (n - 1)
+  return height & 1 ? invertLowestOne(invertLowestOne(height - 1)) + 1 : invertLowestOne(height)
+}
+
+/**
+ * ancestorAt is `n`'s ancestor at `height` (undefined above `n`): the active chain answers directly,
+ * elsewhere the skip pointers take O(log n) steps (Core's GetAncestor) until the walk meets the
+ * active chain.
+ */
 const ancestorAt = (state: State, n: Node, height: number): Node | undefined => {
-  if (state.active[n.height] === n) return state.active[height]
-  let cur: Node | undefined = n
-  while (cur !== undefined && cur.height > height) cur = cur.parent
+  if (height < 0 || height > n.height) return undefined
+  let cur = n
+  while (cur.height > height) {
+    if (state.active[cur.height] === cur) return state.active[height]
+    const h = skipHeight(cur.height)
+    const hPrev = skipHeight(cur.height - 1)
+    if (cur.skip !== undefined && (h === height || (h > height && !(hPrev < h - 2 && hPrev >= height)))) {
+      cur = cur.skip
+    } else {
+      cur = cur.parent!
+    }
+  }
   return cur
+}
+
+/** bestHeaderOf is the best header (genesis before `load` has finished). */
+const bestHeaderOf = (state: State): Node => state.bestHeader ?? state.active[0]!
+
+/** considerBestHeader makes `n` the best header if it has more work; on equal work the first seen stays. */
+const considerBestHeader = (state: State, n: Node) => {
+  if (n.status !== "invalid" && (state.bestHeader === undefined || n.chainwork > state.bestHeader.chainwork))
+    state.bestHeader = n
+}
+
+/** recomputeBestHeader scans the whole tree: only when the best header was marked invalid or forgotten. */
+const recomputeBestHeader = (state: State) => {
+  let best: Node | undefined
+  for (const n of state.tree.values()) {
+    if (n.status === "invalid") continue
+    if (best === undefined || n.chainwork > best.chainwork || (n.chainwork === best.chainwork && n.seq < best.seq))
+      best = n
+  }
+  state.bestHeader = best
+}
+
+/**
+ * locatorOf is Core's CBlockLocator from the best header: 11 hashes one apart (ten steps of 1), then
+ * the step doubles, genesis last. At most 11 + 31 + 1 hashes for 31-bit heights, within
+ * MAX_LOCATOR_HASHES (101).
+ */
+const locatorOf = (state: State): ReadonlyArray<BlockHash> => {
+  const hashes: Array<BlockHash> = []
+  let n = bestHeaderOf(state)
+  let step = 1
+  while (true) {
+    hashes.push(n.hash)
+    if (n.height === 0) return hashes
+    n = ancestorAt(state, n, Math.max(n.height - step, 0))!
+    if (hashes.length > 10) step *= 2
+  }
+}
+
+/**
+ * headersAfterOf answers getheaders from the active chain: after the first locator hash on it (else
+ * after genesis, as Core), through `stop` (all-zero: none), at most `max`.
+ */
+const headersAfterOf = (
+  state: State,
+  locator: ReadonlyArray<BlockHash>,
+  stop: BlockHash,
+  max: number,
+): ReadonlyArray<BlockHeader> => {
+  let start = 1
+  for (const hash of locator) {
+    const n = state.tree.get(toHex(hash))
+    if (n !== undefined && state.active[n.height] === n) {
+      start = n.height + 1
+      break
+    }
+  }
+  const stopHex = stop.every((b) => b === 0) ? undefined : toHex(stop)
+  const out: Array<BlockHeader> = []
+  for (let h = start; h < state.active.length && out.length < max; h++) {
+    const n = state.active[h]!
+    out.push(n.header)
+    if (n.hex === stopHex) break
+  }
+  return out
+}
+
+/**
+ * blocksToFetchOf lists the blocks without data between the fork of `target` with the active chain
+ * and min(target, tip + window), in height order. Cost: O(log n) to find the window's top with the
+ * skip pointers, then a walk down to the fork, O(window + reorg depth), never the whole path to a far
+ * target.
+ */
+const blocksToFetchOf = (
+  state: State,
+  target: BlockHash,
+  options: { readonly max: number; readonly window: number; readonly exclude: ReadonlySet<string> },
+): ReadonlyArray<{ readonly hash: BlockHash; readonly height: number }> => {
+  const node = state.tree.get(toHex(target))
+  const tip = state.active[state.active.length - 1]!
+  if (node === undefined || node.status === "invalid" || node.chainwork <= tip.chainwork || options.max <= 0)
+    return []
+  let fork = ancestorAt(state, node, Math.min(node.height, tip.height))!
+  while (state.active[fork.height] !== fork) fork = fork.parent!
+  const top = Math.min(node.height, tip.height + options.window)
+  if (top <= fork.height) return []
+  const path: Array<Node> = []
+  for (let n = ancestorAt(state, node, top)!; n !== fork; n = n.parent!) {
+    if (n.status === "invalid") return []
+    if (n.status === "header" && !options.exclude.has(n.hex)) path.push(n)
+  }
+  return path
+    .slice(-options.max)
+    .reverse()
+    .map((n) => ({ hash: n.hash, height: n.height }))
 }
 
 /** mtpOf is the median-time-past of the 11 blocks ending at `n`. */
@@ -356,6 +513,19 @@ export const make = (config: ChainConfig) =>
     const params = config.params
     const events = yield* PubSub.unbounded<ChainEvent>()
     const tipRef = yield* Ref.make<TipInfo | undefined>(undefined)
+    /**
+     * initialBlockDownload is Core's latch: true until the active tip is less than maxTipAge old by
+     * the Clock, then false for the life of the node (it survives actor restarts).
+     */
+    let initialBlockDownload = true
+
+    /** updateInitialBlockDownload re-evaluates the latch against the active tip. */
+    const updateInitialBlockDownload = (state: State) =>
+      Effect.gen(function* () {
+        if (!initialBlockDownload) return
+        const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+        if (now - activeTip(state).header.time <= Duration.toSeconds(maxTipAge)) initialBlockDownload = false
+      })
 
     const publishTip = (state: State) => {
       const tip = state.active[state.active.length - 1]!
@@ -365,11 +535,15 @@ export const make = (config: ChainConfig) =>
         chainwork: tip.chainwork,
         header: tip.header,
         medianTimePast: mtpOf(tip),
-      }).pipe(Effect.zipRight(Metric.set(chainHeight, tip.height)))
+      }).pipe(
+        Effect.zipRight(Metric.set(chainHeight, tip.height)),
+        Effect.zipRight(updateInitialBlockDownload(state)),
+      )
     }
 
     // -- loading ------------------------------------------------------------------------------------
 
+    /** addNode links a new node into the tree (parents first) and keeps bestHeader up to date. */
     const addNode = (state: State, entry: IndexEntry, parent: Node | undefined): Node => {
       const node: Node = {
         hash: entry.hash,
@@ -378,6 +552,7 @@ export const make = (config: ChainConfig) =>
         height: entry.height,
         chainwork: entry.chainwork,
         parent,
+        skip: parent === undefined ? undefined : ancestorAt(state, parent, skipHeight(entry.height)),
         children: [],
         seq: state.seq++,
         status: entry.status,
@@ -385,6 +560,7 @@ export const make = (config: ChainConfig) =>
       }
       parent?.children.push(node)
       state.tree.set(node.hex, node)
+      considerBestHeader(state, node)
       return node
     }
 
@@ -421,6 +597,7 @@ export const make = (config: ChainConfig) =>
         recent: new Map(),
         muhash: MUHASH_EMPTY,
         seq: 0,
+        bestHeader: undefined,
       }
       for (const entry of entries) {
         const parent = entry.height === 0 ? undefined : state.tree.get(toHex(entry.header.prev))
@@ -485,6 +662,7 @@ export const make = (config: ChainConfig) =>
           }
           stack.push(...n.children)
         }
+        if (state.bestHeader?.status === "invalid") recomputeBestHeader(state)
         yield* store.putIndex(changed).pipe(Effect.orDie)
       })
 
@@ -760,6 +938,7 @@ export const make = (config: ChainConfig) =>
       state.tree.delete(node.hex)
       const siblings = node.parent?.children
       if (siblings !== undefined) siblings.splice(siblings.indexOf(node), 1)
+      if (state.bestHeader === node) recomputeBestHeader(state)
     }
 
     /** addOrphan keeps a block whose parent is unknown, evicting the oldest beyond the bounds. */
@@ -790,6 +969,75 @@ export const make = (config: ChainConfig) =>
         }
       })
 
+    /**
+     * acceptHeaders checks and adds a batch of headers in order (Core's AcceptBlockHeader, in Core's
+     * order of checks), persists the new ones in one putIndex, then reports the first failure if any.
+     * A header failing a rule is not remembered in the tree (as Core): its sender is banned or asked
+     * again, and a too-new header may become valid later. An empty batch says nothing about the
+     * sender's chain: its `last` is the active tip, which offers nothing to fetch.
+     */
+    const acceptHeaders = (
+      state: State,
+      headers: ReadonlyArray<BlockHeader>,
+    ): Effect.Effect<HeadersResult, RuleError> =>
+      Effect.gen(function* () {
+        if (headers.length === 0) return { last: tipOf(activeTip(state)), added: 0 }
+        const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+        const added: Array<Node> = []
+        const outcome = ((): Either.Either<Node, RuleError> => {
+          let last: Node | undefined
+          for (let i = 0; i < headers.length; i++) {
+            const header = headers[i]!
+            if (last !== undefined && !bytesEqual(header.prev, last.hash)) {
+              return Either.left(
+                headerError("bad-headers-chain", `header ${i} does not follow header ${i - 1}`, 100),
+              )
+            }
+            const hash = headerHash(header)
+            const hex = toHex(hash)
+            const known = state.tree.get(hex)
+            if (known !== undefined) {
+              if (known.status === "invalid") {
+                return Either.left(headerError("duplicate-invalid", known.invalidReason?.message ?? "", 100))
+              }
+              last = known
+              continue
+            }
+            if (state.rejected.has(hex)) return Either.left(headerError("duplicate-invalid", "", 100))
+            const pow = checkBlockHeader(header, hash, params)
+            if (Either.isLeft(pow)) return Either.left(pow.left)
+            const prevHex = toHex(header.prev)
+            const parent = state.tree.get(prevHex)
+            if (parent === undefined && !state.rejected.has(prevHex)) {
+              return Either.left(headerError("prev-blk-not-found", "previous header unknown", 0))
+            }
+            if (parent === undefined || parent.status === "invalid") {
+              rememberRejected(state, hex)
+              return Either.left(headerError("bad-prevblk", "previous block is invalid", 100))
+            }
+            const ctx = headerContext(state, parent, now)
+            const contextual = contextualCheckBlockHeader(header, ctx)
+            if (Either.isLeft(contextual)) return Either.left(contextual.left)
+            last = addNode(
+              state,
+              {
+                hash,
+                header,
+                height: ctx.height as Height,
+                chainwork: parent.chainwork + blockWork(header.bits),
+                status: "header",
+              },
+              parent,
+            )
+            added.push(last)
+          }
+          return Either.right(last!)
+        })()
+        if (added.length > 0) yield* store.putIndex(added.map(entryOf)).pipe(Effect.orDie)
+        if (Either.isLeft(outcome)) return yield* Effect.fail(outcome.left)
+        return { last: tipOf(outcome.right), added: added.length }
+      })
+
     const reindex = (state: State) =>
       Effect.gen(function* () {
         yield* store.resetChainState
@@ -812,6 +1060,7 @@ export const make = (config: ChainConfig) =>
         }
         yield* Effect.logInfo(`reindex: rebuilding the UTXO set from ${state.candidates.size} stored blocks`)
         yield* activateBestChain(state)
+        recomputeBestHeader(state)
         const tip = activeTip(state)
         yield* Effect.logInfo(`reindex: done at height ${tip.height}`)
         return { height: tip.height }
@@ -865,6 +1114,34 @@ export const make = (config: ChainConfig) =>
           )
         case "OrphanCount":
           return Deferred.succeed(cmd.reply, state.orphans.size).pipe(Effect.as(state))
+        case "SubmitHeaders":
+          return acceptHeaders(state, cmd.headers).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
+        case "Locator":
+          return Deferred.succeed(cmd.reply, locatorOf(state)).pipe(Effect.as(state))
+        case "HeadersAfter":
+          return Deferred.succeed(cmd.reply, headersAfterOf(state, cmd.locator, cmd.stop, cmd.max)).pipe(
+            Effect.as(state),
+          )
+        case "BestHeader":
+          return Deferred.succeed(cmd.reply, tipOf(bestHeaderOf(state))).pipe(Effect.as(state))
+        case "BlocksToFetch":
+          return Deferred.succeed(cmd.reply, blocksToFetchOf(state, cmd.target, cmd)).pipe(Effect.as(state))
+        case "SyncStatus":
+          return Effect.gen(function* () {
+            yield* updateInitialBlockDownload(state)
+            const tip = activeTip(state)
+            const best = bestHeaderOf(state)
+            yield* Deferred.succeed(cmd.reply, {
+              headers: best.height,
+              initialBlockDownload,
+              verificationProgress: best.height === 0 ? 1 : Math.min(1, tip.height / best.height),
+            })
+            return state
+          })
       }
     }
 
@@ -885,12 +1162,15 @@ export const make = (config: ChainConfig) =>
       reindex: Actor.ask(actor, (reply): Command => ({ _tag: "Reindex", reply })),
       events,
       orphanCount: Actor.ask(actor, (reply): Command => ({ _tag: "OrphanCount", reply })),
-      submitHeaders: () => Effect.dieMessage("Chain.submitHeaders: not implemented yet"),
-      locator: Effect.dieMessage("Chain.locator: not implemented yet"),
-      headersAfter: () => Effect.dieMessage("Chain.headersAfter: not implemented yet"),
-      bestHeader: Effect.dieMessage("Chain.bestHeader: not implemented yet"),
-      blocksToFetch: () => Effect.dieMessage("Chain.blocksToFetch: not implemented yet"),
-      syncStatus: Effect.dieMessage("Chain.syncStatus: not implemented yet"),
+      submitHeaders: (headers) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "SubmitHeaders", headers, reply })),
+      locator: Actor.ask(actor, (reply): Command => ({ _tag: "Locator", reply })),
+      headersAfter: (locator, stop, max) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "HeadersAfter", locator, stop, max, reply })),
+      bestHeader: Actor.ask(actor, (reply): Command => ({ _tag: "BestHeader", reply })),
+      blocksToFetch: (target, { max, window, exclude }) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "BlocksToFetch", target, max, window, exclude, reply })),
+      syncStatus: Actor.ask(actor, (reply): Command => ({ _tag: "SyncStatus", reply })),
     }
     return service
   })

@@ -1,10 +1,15 @@
 import * as os from "node:os"
 import * as path from "node:path"
-import { Clock, Deferred, Effect, Either, Layer } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, Layer, Option } from "effect"
+import * as AddrBookActor from "../actors/AddrBook.js"
 import * as ChainActor from "../actors/Chain.js"
 import { Chain } from "../actors/Chain.js"
 import * as MempoolActor from "../actors/Mempool.js"
 import * as MinerActor from "../actors/Miner.js"
+import { defaultPeerTimings } from "../actors/Peer.js"
+import * as PeerManager from "../actors/PeerManager.js"
+import * as RelayActor from "../actors/Relay.js"
+import * as SyncActor from "../actors/Sync.js"
 import * as WalletActor from "../actors/Wallet.js"
 import { Wallet } from "../actors/Wallet.js"
 import { decodeAddress } from "../consensus/address.js"
@@ -14,10 +19,14 @@ import { layerLmdb } from "../layers/ChainStoreLmdb.js"
 import * as Keystore from "../layers/Keystore.js"
 import { layerDefault } from "../layers/Signatures.js"
 import { layerPool } from "../layers/SigVerifier.js"
+import { layerTcp, type Transport } from "../layers/Transport.js"
 import { chainMethods, walletMethods } from "../rpc/methods.js"
+import { netMethods, userAgent } from "../rpc/netMethods.js"
 import * as RpcServer from "../rpc/Server.js"
 import { ConfigError, type NodeConfig } from "../schema/config.js"
+import { endpointKey } from "../schema/netaddr.js"
 import type { PublicKey } from "../schema/primitives.js"
+import { SERVICE_FULL, SERVICE_LIGHT, SERVICE_MINER } from "../schema/wire.js"
 import { VERSION } from "../version.js"
 
 /**
@@ -44,6 +53,58 @@ export const services = (config: NodeConfig) => {
   return WalletActor.layer({ network: params }).pipe(Layer.provideMerge(Layer.merge(mempool, keystore)))
 }
 
+/** servicesOf is the SERVICE_* bits a role announces. */
+export const servicesOf = (role: NodeConfig["role"]): number =>
+  role === "light" ? SERVICE_LIGHT : role === "miner" ? SERVICE_FULL | SERVICE_MINER : SERVICE_FULL
+
+/**
+ * netConfigOf derives the PeerManager's settings from the node config: the network's magic, the
+ * role's services, the handshake timeout and connection limits; Core's timings for the rest.
+ */
+export const netConfigOf = (config: NodeConfig): PeerManager.NetConfig => ({
+  peer: {
+    ...defaultPeerTimings,
+    magic: networks[config.network].magic,
+    services: servicesOf(config.role),
+    userAgent: userAgent(VERSION),
+    handshakeTimeout: Duration.seconds(config.limits.handshakeTimeoutSeconds),
+  },
+  listen: config.listen,
+  connect: config.connect,
+  addnode: config.addnode,
+  maxOutbound: config.limits.maxOutbound,
+  maxInbound: config.limits.maxInbound,
+  connectTimeout: Duration.seconds(10),
+  retryBase: Duration.seconds(1),
+  retryMax: Duration.minutes(1),
+  tick: Duration.seconds(1),
+})
+
+/** NodeOptions are what an embedding program or a simulation swaps: the transport (default TCP). */
+export interface NodeOptions {
+  readonly transport?: Layer.Layer<Transport>
+  /** overrides of the derived network settings (simulations shorten timeouts) */
+  readonly net?: Partial<PeerManager.NetConfig>
+  readonly sync?: SyncActor.SyncConfig
+  readonly relay?: RelayActor.RelayConfig
+}
+
+/**
+ * network is the P2P side of a node over the given services: the Sync, Relay and AddrBook actors and
+ * the PeerManager (which listens and runs one Peer actor per connection).
+ */
+const network = (config: NodeConfig, options: NodeOptions) => {
+  const actors = Layer.mergeAll(
+    SyncActor.layer(options.sync ?? SyncActor.defaultSyncConfig),
+    RelayActor.layer(options.relay ?? RelayActor.defaultRelayConfig),
+    AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig),
+  )
+  return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
+    Layer.provideMerge(actors),
+    Layer.provideMerge(options.transport ?? layerTcp),
+  )
+}
+
 /** miningKey is the key the miner pays: mining.address, else a fresh wallet address. */
 const miningKey = (config: NodeConfig) =>
   Effect.gen(function* () {
@@ -56,11 +117,12 @@ const miningKey = (config: NodeConfig) =>
 
 /**
  * layer is a whole node without its RPC server, built from a config value: storage, signatures, the
- * verification pool and the Chain, Mempool, Wallet and Miner actors (the Miner mines in the background
+ * verification pool, the Chain, Mempool, Wallet and Miner actors and the P2P network (over TCP unless
+ * `options.transport` swaps it) (the Miner mines in the background
  * when `mining.enabled`). Another program embeds a node with it and talks to the actors directly;
  * `storage: "memory"` keeps nothing on disk. With `reindex`, the chain state is rebuilt first.
  */
-export const layer = (config: NodeConfig) => {
+export const layer = (config: NodeConfig, options: NodeOptions = {}) => {
   const params = networks[config.network]
   const miner = Layer.unwrapEffect(
     Effect.gen(function* () {
@@ -75,7 +137,7 @@ export const layer = (config: NodeConfig) => {
       })
     }),
   )
-  return miner.pipe(Layer.provideMerge(services(config)))
+  return Layer.merge(miner, network(config, options)).pipe(Layer.provideMerge(services(config)))
 }
 
 /**
@@ -98,12 +160,16 @@ export const run = (config: NodeConfig) =>
         config.rpc.user !== undefined && config.rpc.password !== undefined
           ? { user: config.rpc.user, password: config.rpc.password }
           : { cookieFile: path.join(config.dataDir, ".cookie") },
-      methods: [...chainMethods(ctx), ...walletMethods()],
+      methods: [...chainMethods(ctx), ...walletMethods(), ...netMethods(VERSION)],
     })
     const node = Effect.gen(function* () {
       const tip = yield* (yield* Chain).tip
+      const p2p = Option.match((yield* PeerManager.Network).listening, {
+        onNone: () => "off",
+        onSome: endpointKey,
+      })
       yield* Effect.logInfo(
-        `ready: tip ${tip.height}, RPC on ${config.rpc.listen.host}:${config.rpc.listen.port}, mining ${config.mining.enabled ? "on" : "off"}`,
+        `ready: tip ${tip.height}, RPC on ${config.rpc.listen.host}:${config.rpc.listen.port}, P2P on ${p2p}, mining ${config.mining.enabled ? "on" : "off"}`,
       )
       yield* Deferred.await(shutdown).pipe(Effect.onInterrupt(() => Effect.logInfo("stopping (signal)")))
       yield* Effect.logInfo("stopping")

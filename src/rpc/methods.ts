@@ -97,18 +97,19 @@ export const chainMethods = (ctx: RpcContext) => {
       Schema.Tuple(),
       () =>
         Effect.gen(function* () {
-          const tip = yield* (yield* Chain).tip
-          const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+          const chain = yield* Chain
+          const tip = yield* chain.tip
+          const sync = yield* chain.syncStatus
           return {
             chain: params.name === "mainnet" ? "main" : params.name === "testnet" ? "test" : "regtest",
             blocks: tip.height,
-            headers: tip.height,
+            headers: sync.headers,
             bestblockhash: toHex(tip.hash),
             chainwork: tip.chainwork.toString(16).padStart(64, "0"),
             difficulty: difficulty(params, tip.header.bits),
             mediantime: tip.medianTimePast,
-            initialblockdownload: now - tip.header.time > 24 * 60 * 60,
-            verificationprogress: 1,
+            initialblockdownload: sync.initialBlockDownload,
+            verificationprogress: sync.verificationProgress,
           }
         }),
       "chain state: tip, work, sync progress",
@@ -317,28 +318,6 @@ export const chainMethods = (ctx: RpcContext) => {
         }),
       "mine blocks now to an address (regtest)",
       ["nblocks", "address"],
-    ),
-    method(
-      "getpeerinfo",
-      Schema.Tuple(),
-      () => Effect.succeed([]),
-      "connected peers (the P2P network is not built yet: none)",
-    ),
-    method("getconnectioncount", Schema.Tuple(), () => Effect.succeed(0), "number of peers"),
-    method(
-      "getnetworkinfo",
-      Schema.Tuple(),
-      () =>
-        Effect.succeed({
-          version: 100,
-          subversion: "/fibercoin:0.1.0/",
-          connections: 0,
-          connections_in: 0,
-          connections_out: 0,
-          localaddresses: [],
-          relayfee: 1,
-        }),
-      "network state",
     ),
     method(
       "uptime",

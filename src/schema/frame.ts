@@ -57,7 +57,11 @@ export const encodeRawFrame = (magic: Uint8Array, command: Command, payload: Uin
   const frame = new Uint8Array(FRAME_HEADER_BYTES + payload.length)
   frame.set(magic.subarray(0, MAGIC_BYTES), 0)
   for (let i = 0; i < command.length; i++) frame[COMMAND_OFFSET + i] = command.charCodeAt(i)
-  new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER_BYTES).setUint32(LENGTH_OFFSET, payload.length, true)
+  new DataView(frame.buffer, frame.byteOffset, FRAME_HEADER_BYTES).setUint32(
+    LENGTH_OFFSET,
+    payload.length,
+    true,
+  )
   frame.set(frameChecksum(payload), CHECKSUM_OFFSET)
   frame.set(payload, FRAME_HEADER_BYTES)
   return frame

@@ -1,0 +1,419 @@
+import { Clock, Duration, Effect, Option, Random, Ref, Stream } from "effect"
+import type { Connection, Endpoint } from "../layers/Transport.js"
+import { encodeMessage, encodeRawFrame, FrameEvent, Framer, MAX_FRAME_PAYLOAD } from "../schema/frame.js"
+import { toHex } from "../schema/hex.js"
+import { bytesToHost, hostToBytes } from "../schema/netaddr.js"
+import type { BlockHash, TxId } from "../schema/primitives.js"
+import {
+  AddrMessage,
+  type Command,
+  GetAddrMessage,
+  type GetDataMessage,
+  HeadersMessage,
+  INV_BLOCK,
+  INV_TX,
+  type InvItem,
+  InvMessage,
+  MAX_HEADERS,
+  NotFoundMessage,
+  PingMessage,
+  PongMessage,
+  VerackMessage,
+  VersionMessage,
+  type WireMessage,
+} from "../schema/wire.js"
+import { AddrBook } from "./AddrBook.js"
+import { Chain } from "./Chain.js"
+import { Mempool } from "./Mempool.js"
+import { NetProbe, type PeerHandle, type PeerId, type PeerInfo, type PeerStats } from "./net.js"
+import { Relay } from "./Relay.js"
+import { Sync } from "./Sync.js"
+
+/** PROTOCOL_VERSION is the version this node speaks (the first; later ones negotiate down to the lower). */
+export const PROTOCOL_VERSION = 1
+
+/** RAW_COMMANDS reach their actor undecoded: the Chain and the Mempool decode them once, there. */
+const RAW_COMMANDS: ReadonlySet<Command> = new Set<Command>(["block", "tx"])
+
+/** PeerOptions: what a connection's Peer says about us, and its timeouts and budget. */
+export interface PeerOptions {
+  readonly magic: Uint8Array
+  /** SERVICE_* bits of this node */
+  readonly services: number
+  readonly userAgent: string
+  /** the port this node listens on (0: it does not), announced in version */
+  readonly listenPort: number
+  /** a configured peer (connect/addnode) */
+  readonly static: boolean
+  /** this connection's version nonce; the PeerManager knows all of them, to spot self-connections */
+  readonly nonce: bigint
+  /** the version/verack exchange must finish within this (limits.handshakeTimeoutSeconds) */
+  readonly handshakeTimeout: Duration.Duration
+  /** a ping is sent this often; its pong measures the round trip */
+  readonly pingInterval: Duration.Duration
+  /** a ping unanswered this long drops the peer */
+  readonly pingTimeout: Duration.Duration
+  /** nothing received for this long drops the peer */
+  readonly idleTimeout: Duration.Duration
+  /** unsent bytes beyond this drop the peer (it does not read) */
+  readonly sendBudgetBytes: number
+  /** getdata answers wait while more than this is unsent (serve at the pace the peer reads) */
+  readonly serveHighWaterBytes: number
+}
+
+/** defaultPeerOptions: Core's timings (2 min pings, 20 min ping and idle timeouts) and a send budget of ~4 blocks. */
+export const defaultPeerTimings = {
+  handshakeTimeout: Duration.seconds(60),
+  pingInterval: Duration.minutes(2),
+  pingTimeout: Duration.minutes(20),
+  idleTimeout: Duration.minutes(20),
+  sendBudgetBytes: 4 * MAX_FRAME_PAYLOAD,
+  serveHighWaterBytes: MAX_FRAME_PAYLOAD,
+} as const
+
+/** PeerHooks connect a Peer to the PeerManager that started it. */
+export interface PeerHooks {
+  /** isOwnNonce: a version carrying one of our own nonces means we dialled ourselves */
+  readonly isOwnNonce: (nonce: bigint) => boolean
+  /** ready registers a handshaken peer; false refuses it (duplicate, limits): it is disconnected */
+  readonly ready: (peer: PeerHandle) => Effect.Effect<boolean>
+  /** relayAddr passes addresses fit for relay to other peers */
+  readonly relayAddr: (from: PeerHandle, entries: AddrMessage["entries"]) => Effect.Effect<void>
+}
+
+const ZERO_HOST = new Uint8Array(16)
+
+const initialStats: PeerStats = {
+  bytesSent: 0,
+  bytesRecv: 0,
+  pingMs: undefined,
+  syncedHeaders: -1,
+  syncedBlocks: -1,
+  banScore: 0,
+  lastBlockAt: 0,
+  lastTxAt: 0,
+}
+
+/** splitInv separates transaction items (for Relay) from block items (for Sync). */
+const splitInv = (items: ReadonlyArray<InvItem>) => {
+  const txs: Array<InvItem> = []
+  const blocks: Array<InvItem> = []
+  for (const item of items) (item.type === INV_TX ? txs : blocks).push(item)
+  return { txs, blocks }
+}
+
+/**
+ * run is one connection's Peer actor: the fiber that owns `conn` from the first byte to the close.
+ * It sends our version (at once when outbound, on the peer's version when inbound), answers with
+ * verack, and once both versions and veracks crossed within the handshake timeout registers the peer
+ * (`hooks.ready`), tells Sync and Relay, and routes what it reads: inv/notfound split by item type
+ * between Relay (transactions) and Sync (blocks), headers and blocks to Sync, transactions to Relay,
+ * addresses to the AddrBook; getdata and getheaders it serves itself, at the pace the peer reads.
+ *
+ * Messages are handled one at a time in arrival order, so a slow consumer slows only this peer's
+ * reading (the transport then stops reading its socket). Returns when the connection ends, with the
+ * reason; it never fails: a broken peer is a closed connection, not a crashed node.
+ */
+export const run = (
+  id: PeerId,
+  conn: Connection,
+  options: PeerOptions,
+  hooks: PeerHooks,
+): Effect.Effect<string, never, Chain | Mempool | Sync | Relay | AddrBook> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const chain = yield* Chain
+      const mempool = yield* Mempool
+      const sync = yield* Sync
+      const relay = yield* Relay
+      const addrBook = yield* AddrBook
+      const probe = yield* NetProbe
+      const stats = yield* Ref.make(initialStats)
+      const framer = new Framer(options.magic, RAW_COMMANDS)
+      const nonce = options.nonce
+      let closedReason: string | undefined
+      let lastRecv = yield* Clock.currentTimeMillis
+      let pingOut: { readonly nonce: bigint; readonly at: number } | undefined
+      let theirVersion: VersionMessage | undefined
+      let gotVerack = false
+      let sentVersion = false
+      let handle: PeerHandle | undefined
+      let servedGetAddr = false
+
+      const observe = (
+        direction: "in" | "out",
+        command: Command,
+        message: WireMessage | undefined,
+        payload?: Uint8Array,
+      ) =>
+        probe.observe({
+          direction,
+          local: conn.local,
+          remote: conn.remote,
+          peer: id,
+          command,
+          message,
+          payload,
+        })
+
+      const disconnect = (reason: string) =>
+        Effect.gen(function* () {
+          if (closedReason !== undefined) return
+          closedReason = reason
+          yield* Effect.logDebug(
+            `peer ${id} ${conn.remote.host}:${conn.remote.port}: disconnecting: ${reason}`,
+          )
+          yield* conn.close
+        })
+
+      /** write queues a frame; a peer whose unsent bytes pass the budget is aborted. */
+      const write = (frame: Uint8Array) =>
+        Effect.gen(function* () {
+          if (closedReason !== undefined) return
+          const ok = yield* Effect.isSuccess(conn.write(frame))
+          if (!ok) return yield* disconnect("connection closed")
+          yield* Ref.update(stats, (s) => ({ ...s, bytesSent: s.bytesSent + frame.length }))
+          if ((yield* conn.pendingWriteBytes) > options.sendBudgetBytes) {
+            closedReason = "send budget exceeded (the peer does not read)"
+            yield* Effect.logInfo(`peer ${id}: ${closedReason}; dropped`)
+            yield* conn.abort
+          }
+        })
+
+      const send = (msg: WireMessage) =>
+        Effect.suspend(() => {
+          observe("out", msg._tag, msg)
+          return write(encodeMessage(options.magic, msg))
+        })
+
+      const sendRaw = (command: Command, payload: Uint8Array) =>
+        Effect.suspend(() => {
+          observe("out", command, undefined, payload)
+          return write(encodeRawFrame(options.magic, command, payload))
+        })
+
+      /** drained waits (polling the Clock) until the unsent bytes fall under the high-water mark; false if the peer went away. */
+      const drained = Effect.gen(function* () {
+        while (closedReason === undefined && (yield* conn.pendingWriteBytes) > options.serveHighWaterBytes) {
+          yield* Effect.sleep(Duration.millis(10))
+        }
+        return closedReason === undefined
+      })
+
+      const sendVersion = Effect.gen(function* () {
+        if (sentVersion) return
+        sentVersion = true
+        const tip = yield* chain.tip
+        yield* send(
+          new VersionMessage({
+            protocolVersion: PROTOCOL_VERSION,
+            services: options.services,
+            bestHeight: tip.height,
+            userAgent: options.userAgent,
+            nonce,
+            listenPort: options.listenPort,
+            theirAddress: { host: hostToBytes(conn.remote.host) ?? ZERO_HOST, port: conn.remote.port },
+          }),
+        )
+      })
+
+      const makeHandle = (version: VersionMessage, connectedAt: number): PeerHandle => {
+        const theirView: Endpoint = {
+          host: bytesToHost(version.theirAddress.host),
+          port: version.theirAddress.port,
+        }
+        const info: PeerInfo = {
+          id,
+          addr: conn.remote,
+          inbound: conn.direction === "inbound",
+          static: options.static,
+          version: Math.min(version.protocolVersion, PROTOCOL_VERSION),
+          subver: version.userAgent,
+          services: version.services,
+          startingHeight: version.bestHeight,
+          listenPort: version.listenPort,
+          theirView,
+          connectedAt,
+        }
+        return {
+          info,
+          send,
+          sendRaw,
+          disconnect,
+          stats: Ref.get(stats),
+          updateStats: (f) => Ref.update(stats, f),
+        }
+      }
+
+      /** serveGetData answers blocks from storage and transactions from the mempool; the rest in one notfound. */
+      const serveGetData = (msg: GetDataMessage) =>
+        Effect.gen(function* () {
+          const missing: Array<InvItem> = []
+          for (const item of msg.items) {
+            if (!(yield* drained)) return
+            if (item.type === INV_BLOCK) {
+              const bytes = yield* chain
+                .block(item.hash as BlockHash)
+                .pipe(
+                  Effect.catchAll((e) =>
+                    Effect.logWarning(`getdata: reading block ${toHex(item.hash)}: ${e.message}`).pipe(
+                      Effect.as(Option.none<Uint8Array>()),
+                    ),
+                  ),
+                )
+              if (Option.isSome(bytes)) yield* sendRaw("block", bytes.value)
+              else missing.push(item)
+            } else {
+              const entry = yield* mempool.get(item.hash as TxId)
+              if (Option.isSome(entry)) yield* sendRaw("tx", entry.value.bytes)
+              else missing.push(item)
+            }
+          }
+          if (missing.length > 0) yield* send(new NotFoundMessage({ items: missing }))
+        })
+
+      /** handshake processes version and verack until both sides are done; true once ready. */
+      const onHandshakeMessage = (msg: WireMessage) =>
+        Effect.gen(function* () {
+          if (msg._tag === "version") {
+            if (theirVersion !== undefined) return
+            if (hooks.isOwnNonce(msg.nonce)) return yield* disconnect("connected to self")
+            theirVersion = msg
+            yield* sendVersion
+            yield* send(new VerackMessage())
+          } else if (msg._tag === "verack") {
+            gotVerack = true
+          }
+          // anything else before the handshake is ignored (Core scores it; the spam filter will)
+          if (theirVersion === undefined || !gotVerack || closedReason !== undefined) return
+          const peer = makeHandle(theirVersion, yield* Clock.currentTimeMillis)
+          if (!(yield* hooks.ready(peer))) return yield* disconnect("refused by the peer manager")
+          handle = peer
+          yield* sync.peerConnected(peer)
+          yield* relay.peerConnected(peer)
+          if (!peer.info.inbound) yield* send(new GetAddrMessage())
+        })
+
+      const onMessage = (peer: PeerHandle, msg: WireMessage): Effect.Effect<void> => {
+        switch (msg._tag) {
+          case "ping":
+            return send(new PongMessage({ nonce: msg.nonce }))
+          case "pong":
+            return Effect.gen(function* () {
+              if (pingOut === undefined || pingOut.nonce !== msg.nonce) return
+              const now = yield* Clock.currentTimeMillis
+              const pingMs = now - pingOut.at
+              pingOut = undefined
+              yield* Ref.update(stats, (s) => ({ ...s, pingMs }))
+            })
+          case "inv":
+          case "notfound": {
+            const { txs, blocks } = splitInv(msg.items)
+            const make = (items: Array<InvItem>) =>
+              msg._tag === "inv" ? new InvMessage({ items }) : new NotFoundMessage({ items })
+            return Effect.gen(function* () {
+              if (txs.length > 0) yield* relay.receive(peer, make(txs))
+              if (blocks.length > 0) yield* sync.receive(peer, make(blocks))
+            })
+          }
+          case "getdata":
+            return serveGetData(msg)
+          case "getheaders":
+            return Effect.flatMap(
+              chain.headersAfter(msg.locator as ReadonlyArray<BlockHash>, msg.stop as BlockHash, MAX_HEADERS),
+              (headers) => send(new HeadersMessage({ headers: [...headers] })),
+            )
+          case "headers":
+          case "sendheaders":
+            return sync.receive(peer, msg)
+          case "getaddr":
+            // answered once per connection, to inbound peers only (Core): no scraping the book
+            if (!peer.info.inbound || servedGetAddr) return Effect.void
+            servedGetAddr = true
+            return Effect.flatMap(addrBook.getAddr, (entries) =>
+              entries.length === 0 ? Effect.void : send(new AddrMessage({ entries: [...entries] })),
+            )
+          case "addr":
+            return Effect.flatMap(addrBook.addGossip(peer.info, msg.entries), (relayed) =>
+              relayed.length === 0 ? Effect.void : hooks.relayAddr(peer, relayed),
+            )
+          case "reject":
+            return Effect.logDebug(`peer ${id} rejected our ${msg.command}: ${msg.reason}`)
+          case "version":
+          case "verack":
+            return Effect.void // repeated handshake messages are ignored
+          case "tx":
+          case "block":
+            return Effect.void // arrive raw (RAW_COMMANDS)
+        }
+      }
+
+      const onEvent = (event: FrameEvent): Effect.Effect<void> =>
+        FrameEvent.$match(event, {
+          Error: ({ error }) =>
+            framer.closed
+              ? disconnect(`bad frame: ${error.message}`)
+              : Effect.logDebug(`peer ${id}: bad ${error.what}: ${error.message}`).pipe(
+                  Effect.zipRight(Ref.update(stats, (s) => ({ ...s, banScore: s.banScore + 10 }))),
+                ),
+          Raw: ({ command, payload }) => {
+            observe("in", command, undefined, payload)
+            if (handle === undefined) return Effect.void
+            return command === "block" ? sync.receiveBlock(handle, payload) : relay.receiveTx(handle, payload)
+          },
+          Message: ({ message }) => {
+            observe("in", message._tag, message)
+            return handle === undefined ? onHandshakeMessage(message) : onMessage(handle, message)
+          },
+        })
+
+      // -- timers: handshake deadline, pings, idleness ------------------------------------------------
+      yield* Effect.forkScoped(
+        Effect.sleep(options.handshakeTimeout).pipe(
+          Effect.zipRight(
+            Effect.suspend(() => (handle === undefined ? disconnect("handshake timeout") : Effect.void)),
+          ),
+        ),
+      )
+      yield* Effect.forkScoped(
+        Effect.forever(
+          Effect.gen(function* () {
+            yield* Effect.sleep(options.pingInterval)
+            const now = yield* Clock.currentTimeMillis
+            if (now - lastRecv > Duration.toMillis(options.idleTimeout))
+              return yield* disconnect("idle timeout")
+            if (pingOut !== undefined) {
+              if (now - pingOut.at > Duration.toMillis(options.pingTimeout)) yield* disconnect("ping timeout")
+              return
+            }
+            if (handle === undefined) return
+            const n = BigInt(yield* Random.nextIntBetween(1, 2 ** 30))
+            pingOut = { nonce: n, at: now }
+            yield* send(new PingMessage({ nonce: n }))
+          }),
+        ),
+      )
+
+      // -- the read loop ----------------------------------------------------------------------------------
+      if (conn.direction === "outbound") yield* sendVersion
+      yield* conn.read.pipe(
+        Stream.runForEach((chunk) =>
+          Effect.gen(function* () {
+            lastRecv = yield* Clock.currentTimeMillis
+            yield* Ref.update(stats, (s) => ({ ...s, bytesRecv: s.bytesRecv + chunk.length }))
+            for (const event of framer.push(chunk)) {
+              if (closedReason !== undefined) return
+              yield* onEvent(event)
+            }
+          }),
+        ),
+        Effect.catchAll((e) => disconnect(e.message)),
+      )
+      yield* disconnect("closed by the peer")
+      if (handle !== undefined) {
+        yield* sync.peerDisconnected(id)
+        yield* relay.peerDisconnected(id)
+      }
+      return closedReason ?? "closed"
+    }),
+  ).pipe(Effect.annotateLogs("peer", id))

@@ -1,0 +1,547 @@
+import {
+  Chunk,
+  Clock,
+  Context,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  Option,
+  Queue,
+  Random,
+  Schema,
+  type Scope,
+} from "effect"
+import { type Connection, type Endpoint, Transport, TransportError } from "../layers/Transport.js"
+import { endpointKey, hostToBytes, normalizeHost } from "../schema/netaddr.js"
+import { AddrMessage } from "../schema/wire.js"
+import * as Actor from "./Actor.js"
+import { AddrBook } from "./AddrBook.js"
+import type { Chain } from "./Chain.js"
+import { selectEviction } from "./eviction.js"
+import type { Mempool } from "./Mempool.js"
+import type { PeerHandle, PeerId, PeerInfo, PeerStats } from "./net.js"
+import * as Peer from "./Peer.js"
+import type { Relay } from "./Relay.js"
+import type { Sync } from "./Sync.js"
+
+/** NetConfig: where to listen, whom to connect to, limits and timings. */
+export interface NetConfig {
+  /** what every Peer says and how long it waits (nonce, static and listenPort are filled in here) */
+  readonly peer: Omit<Peer.PeerOptions, "static" | "listenPort" | "nonce">
+  /** undefined: accept no inbound connections */
+  readonly listen: Endpoint | undefined
+  /** non-empty: connect only to these (no address book) */
+  readonly connect: ReadonlyArray<Endpoint>
+  /** extra peers kept connected (outside maxOutbound and the subnet caps) */
+  readonly addnode: ReadonlyArray<Endpoint>
+  /** outbound connections chosen from the address book */
+  readonly maxOutbound: number
+  readonly maxInbound: number
+  readonly connectTimeout: Duration.Duration
+  /** a static peer that fails is retried after retryBase, doubling up to retryMax */
+  readonly retryBase: Duration.Duration
+  readonly retryMax: Duration.Duration
+  /** how often connections are topped up */
+  readonly tick: Duration.Duration
+}
+
+/** PeerSummary is one connected peer for getpeerinfo. */
+export interface PeerSummary {
+  readonly info: PeerInfo
+  readonly stats: PeerStats
+}
+
+/** NetworkError is a refused network RPC (bitcoind's codes: -23 already added, -24 not added, -29 not connected). */
+export class NetworkError extends Schema.TaggedError<NetworkError>()("NetworkError", {
+  code: Schema.Literal(-23, -24, -29),
+  message: Schema.String,
+}) {}
+
+/** NetworkService is the PeerManager actor as the RPC and other actors see it. */
+export interface NetworkService {
+  /** handshaken peers, in connection order */
+  readonly peers: Effect.Effect<ReadonlyArray<PeerSummary>>
+  readonly connectionCount: Effect.Effect<{ readonly inbound: number; readonly outbound: number }>
+  /** this node's addresses as its outbound peers see them (the public-IP echo), with the listen port */
+  readonly localAddresses: Effect.Effect<ReadonlyArray<Endpoint>>
+  /** the bound listen address (the actual port when configured with port 0) */
+  readonly listening: Option.Option<Endpoint>
+  /** addnode: "add" keeps the peer connected, "remove" stops that (and disconnects it), "onetry" dials once */
+  readonly addNode: (ep: Endpoint, command: "add" | "remove" | "onetry") => Effect.Effect<void, NetworkError>
+  /** disconnectNode closes every connection to `ep` */
+  readonly disconnectNode: (ep: Endpoint) => Effect.Effect<void, NetworkError>
+}
+
+export class Network extends Context.Tag("fibercoin/Network")<Network, NetworkService>() {}
+
+// ---------------------------------------------------------------------------------------------------
+
+/** Target is a configured peer (connect/addnode/onetry) and its retry schedule. */
+interface Target {
+  readonly ep: Endpoint
+  readonly key: string
+  readonly once: boolean
+  failures: number
+  nextAttempt: number
+  /** the connection serving it, if any (dialling or connected) */
+  peer: PeerId | undefined
+}
+
+/** Conn is one connection from its dial/accept to its close. */
+interface Conn {
+  readonly id: PeerId
+  readonly inbound: boolean
+  /** the dialled address (outbound) or the remote address (inbound) */
+  readonly ep: Endpoint
+  readonly key: string
+  readonly static: boolean
+  readonly nonce: bigint
+  handle: PeerHandle | undefined
+}
+
+interface State {
+  readonly conns: Map<PeerId, Conn>
+  readonly targets: Map<string, Target>
+  /** addresses that turned out to be this node */
+  readonly self: Set<string>
+  /** public-IP echo votes: host → outbound peers that saw us there */
+  readonly votes: Map<string, number>
+  nextId: number
+}
+
+type Command =
+  | { readonly _tag: "Tick" }
+  | { readonly _tag: "Inbound"; readonly conn: Connection }
+  | { readonly _tag: "Ready"; readonly peer: PeerHandle; readonly reply: Deferred.Deferred<boolean> }
+  | {
+      readonly _tag: "Closed"
+      readonly id: PeerId
+      readonly reason: string
+      readonly dialError: TransportError | undefined
+    }
+  | {
+      readonly _tag: "RelayAddr"
+      readonly from: PeerId
+      readonly entries: AddrMessage["entries"]
+    }
+  | {
+      readonly _tag: "AddNode"
+      readonly ep: Endpoint
+      readonly command: "add" | "remove" | "onetry"
+      readonly reply: Deferred.Deferred<void, NetworkError>
+    }
+  | {
+      readonly _tag: "Disconnect"
+      readonly ep: Endpoint
+      readonly reply: Deferred.Deferred<void, NetworkError>
+    }
+  | { readonly _tag: "Peers"; readonly reply: Deferred.Deferred<ReadonlyArray<PeerHandle>> }
+  | { readonly _tag: "Local"; readonly reply: Deferred.Deferred<ReadonlyArray<Endpoint>> }
+
+const isUnspecified = (host: string) => {
+  const b = hostToBytes(host)
+  if (b === undefined) return false
+  const v4 = b[10] === 0xff && b[11] === 0xff
+  return v4 ? b[12] === 0 && b[13] === 0 && b[14] === 0 && b[15] === 0 : b.every((x) => x === 0)
+}
+
+const randomNonce = Effect.zipWith(
+  Random.nextIntBetween(0, 2 ** 30),
+  Random.nextIntBetween(0, 2 ** 30),
+  (a, b) => (BigInt(a) << 30n) | BigInt(b) | 1n,
+)
+
+/**
+ * make starts the PeerManager: it listens (when configured), keeps the configured peers connected
+ * with exponential backoff, fills `maxOutbound` from the address book under its subnet caps, admits
+ * inbound connections up to `maxInbound` (evicting Core-style when full), and runs one Peer actor per
+ * connection in its own fiber, so one peer's failure or slowness never touches another's.
+ */
+export const make = (config: NetConfig) =>
+  Effect.gen(function* () {
+    const transport = yield* Transport
+    const addrBook = yield* AddrBook
+    const scope = yield* Effect.scope
+    const context = yield* Effect.context<Chain | Mempool | Sync | Relay | AddrBook>()
+    const listener = config.listen === undefined ? undefined : yield* transport.listen(config.listen)
+    const listening = Option.fromNullable(listener?.local)
+    const listenPort = listener?.local.port ?? 0
+    /** nonces of our live connections: a version carrying one is ourselves */
+    const nonces = new Set<bigint>()
+
+    // the actor is referenced by the fibers it starts; it is assigned right below
+    let actor: Actor.Actor<Command>
+
+    const now = Clock.currentTimeMillis
+
+    const hooks = (nonce: bigint): Peer.PeerHooks => ({
+      isOwnNonce: (n) => n !== nonce && nonces.has(n),
+      ready: (peer) => Actor.ask(actor, (reply): Command => ({ _tag: "Ready", peer, reply })),
+      relayAddr: (from, entries) => actor.send({ _tag: "RelayAddr", from: from.info.id, entries }),
+    })
+
+    const peerOptions = (conn: Conn): Peer.PeerOptions => ({
+      ...config.peer,
+      static: conn.static,
+      listenPort,
+      nonce: conn.nonce,
+    })
+
+    /** startPeer forks the connection's fiber into the manager's scope; it reports its end as Closed. */
+    const startPeer = (conn: Conn, connect: Effect.Effect<Connection, TransportError, Scope.Scope>) =>
+      Effect.gen(function* () {
+        nonces.add(conn.nonce)
+        const body = Effect.scoped(
+          Effect.flatMap(connect, (c) =>
+            Peer.run(conn.id, c, peerOptions(conn), hooks(conn.nonce)).pipe(Effect.ensuring(c.close)),
+          ),
+        )
+        yield* body.pipe(
+          Effect.either,
+          Effect.flatMap((r) =>
+            actor.send({
+              _tag: "Closed",
+              id: conn.id,
+              reason: Either.isRight(r) ? r.right : r.left.message,
+              dialError: Either.isLeft(r) ? r.left : undefined,
+            }),
+          ),
+          Effect.provide(context),
+          Effect.forkIn(scope),
+        )
+      })
+
+    const dial = (state: State, ep: Endpoint, isStatic: boolean) =>
+      Effect.gen(function* () {
+        const conn: Conn = {
+          id: state.nextId++,
+          inbound: false,
+          ep,
+          key: endpointKey(ep),
+          static: isStatic,
+          nonce: yield* randomNonce,
+          handle: undefined,
+        }
+        state.conns.set(conn.id, conn)
+        if (!isStatic) yield* addrBook.markAttempt(ep)
+        yield* Effect.logDebug(`dialling ${conn.key}`)
+        yield* startPeer(
+          conn,
+          transport.connect(ep).pipe(
+            Effect.timeoutFail({
+              duration: config.connectTimeout,
+              onTimeout: () =>
+                new TransportError({ reason: "timeout", detail: `connect to ${conn.key} timed out` }),
+            }),
+          ),
+        )
+        return conn.id
+      })
+
+    /** connectedKeys: addresses we are connected or dialling to (remote endpoints and dialled targets). */
+    const busyKeys = (state: State) => {
+      const keys = new Set<string>(state.self)
+      for (const c of state.conns.values()) {
+        keys.add(c.key)
+        if (c.handle !== undefined) keys.add(endpointKey(c.handle.info.addr))
+      }
+      if (listener !== undefined) keys.add(endpointKey(listener.local))
+      return keys
+    }
+
+    const tick = (state: State) =>
+      Effect.gen(function* () {
+        const t = yield* now
+        for (const target of state.targets.values()) {
+          if (target.peer !== undefined || t < target.nextAttempt) continue
+          if (state.self.has(target.key)) continue
+          target.peer = yield* dial(state, target.ep, true)
+        }
+        if (config.connect.length > 0) return
+        const outbound = [...state.conns.values()].filter((c) => !c.inbound && !c.static)
+        let missing = config.maxOutbound - outbound.length
+        const current = outbound.map((c) => c.ep)
+        const busy = busyKeys(state)
+        while (missing > 0) {
+          const pick = yield* addrBook.select(current, busy)
+          if (Option.isNone(pick)) break
+          busy.add(endpointKey(pick.value))
+          current.push(pick.value)
+          yield* dial(state, pick.value, false)
+          missing--
+        }
+      })
+
+    const inboundCount = (state: State) => [...state.conns.values()].filter((c) => c.inbound).length
+
+    /** evictInbound frees an inbound slot by Core's eviction rule; false when every peer is protected. */
+    const evictInbound = (state: State) =>
+      Effect.gen(function* () {
+        const candidates = []
+        for (const c of state.conns.values()) {
+          if (!c.inbound || c.static || c.handle === undefined) continue
+          const s = yield* c.handle.stats
+          candidates.push({
+            id: c.id,
+            host: c.handle.info.addr.host,
+            connectedAt: c.handle.info.connectedAt,
+            pingMs: s.pingMs,
+            lastBlockAt: s.lastBlockAt,
+            lastTxAt: s.lastTxAt,
+          })
+        }
+        const victim = selectEviction(candidates)
+        if (victim === undefined) return false
+        const c = state.conns.get(victim)!
+        yield* c.handle!.disconnect("evicted to make room for a new inbound peer")
+        // its fiber reports Closed later; the slot is counted free now
+        state.conns.delete(victim)
+        return true
+      })
+
+    const onInbound = (state: State, inbound: Connection) =>
+      Effect.gen(function* () {
+        if (inboundCount(state) >= config.maxInbound && !(yield* evictInbound(state))) {
+          yield* Effect.logDebug(`inbound from ${endpointKey(inbound.remote)} refused: no free slot`)
+          return yield* inbound.close
+        }
+        const conn: Conn = {
+          id: state.nextId++,
+          inbound: true,
+          ep: inbound.remote,
+          key: endpointKey(inbound.remote),
+          static: false,
+          nonce: yield* randomNonce,
+          handle: undefined,
+        }
+        state.conns.set(conn.id, conn)
+        yield* startPeer(conn, Effect.succeed(inbound))
+      })
+
+    const onReady = (state: State, peer: PeerHandle) =>
+      Effect.gen(function* () {
+        const conn = state.conns.get(peer.info.id)
+        if (conn === undefined) return false // evicted or removed meanwhile
+        conn.handle = peer
+        const info = peer.info
+        yield* Effect.logInfo(
+          `peer ${info.id} connected: ${conn.key} ${info.inbound ? "inbound" : "outbound"} ${info.subver} height ${info.startingHeight}`,
+        )
+        if (!info.inbound) {
+          const target = state.targets.get(conn.key)
+          if (target !== undefined) target.failures = 0
+          if (!conn.static) yield* addrBook.markGood(conn.ep, info.services)
+          const seen = normalizeHost(info.theirView.host)
+          if (!isUnspecified(seen)) state.votes.set(seen, (state.votes.get(seen) ?? 0) + 1)
+          // self-announcement: our address as this peer sees it, verified by whoever dials it back
+          if (listener !== undefined && !isUnspecified(seen)) {
+            const host = hostToBytes(seen)
+            if (host !== undefined) {
+              const time = Math.floor((yield* now) / 1000)
+              yield* peer.send(
+                new AddrMessage({
+                  entries: [{ time, services: config.peer.services, host, port: listenPort }],
+                }),
+              )
+            }
+          }
+        } else if (info.listenPort > 0) {
+          yield* addrBook.addSelfAnnounced(info)
+        }
+        return true
+      })
+
+    const onClosed = (state: State, id: PeerId, reason: string, dialError: TransportError | undefined) =>
+      Effect.gen(function* () {
+        const conn = state.conns.get(id)
+        state.conns.delete(id)
+        if (conn === undefined) return
+        nonces.delete(conn.nonce)
+        if (reason === "connected to self") state.self.add(conn.key)
+        if (conn.handle !== undefined) {
+          yield* Effect.logInfo(`peer ${id} disconnected: ${conn.key}: ${reason}`)
+          const seen = normalizeHost(conn.handle.info.theirView.host)
+          if (!conn.inbound && state.votes.has(seen)) {
+            const left = state.votes.get(seen)! - 1
+            if (left > 0) state.votes.set(seen, left)
+            else state.votes.delete(seen)
+          }
+        } else if (dialError !== undefined) {
+          yield* Effect.logDebug(`dial ${conn.key} failed: ${reason}`)
+        }
+        const target = [...state.targets.values()].find((t) => t.peer === id)
+        if (target === undefined) return
+        target.peer = undefined
+        if (target.once) {
+          state.targets.delete(target.key)
+          return
+        }
+        if (conn.handle === undefined) target.failures++
+        const backoff = Math.min(
+          Duration.toMillis(config.retryBase) * 2 ** Math.min(target.failures, 20),
+          Duration.toMillis(config.retryMax),
+        )
+        target.nextAttempt =
+          (yield* now) + (conn.handle === undefined ? backoff : Duration.toMillis(config.retryBase))
+      })
+
+    const relayAddr = (state: State, from: PeerId, entries: AddrMessage["entries"]) =>
+      Effect.gen(function* () {
+        const others = [...state.conns.values()].filter((c) => c.id !== from && c.handle !== undefined)
+        const chosen = Chunk.toReadonlyArray(yield* Random.shuffle(others)).slice(0, 2)
+        for (const c of chosen) yield* c.handle!.send(new AddrMessage({ entries: [...entries] }))
+      })
+
+    const addNode = (state: State, ep: Endpoint, command: "add" | "remove" | "onetry") =>
+      Effect.gen(function* () {
+        const key = endpointKey(ep)
+        const target = state.targets.get(key)
+        if (command === "add") {
+          if (target !== undefined && !target.once)
+            return yield* new NetworkError({ code: -23, message: `Error: Node ${key} already added` })
+          state.targets.set(key, { ep, key, once: false, failures: 0, nextAttempt: 0, peer: target?.peer })
+          return yield* tick(state)
+        }
+        if (command === "onetry") {
+          if (target === undefined) {
+            state.targets.set(key, { ep, key, once: true, failures: 0, nextAttempt: 0, peer: undefined })
+            yield* tick(state)
+          }
+          return
+        }
+        if (target === undefined || target.once)
+          return yield* new NetworkError({ code: -24, message: `Error: Node ${key} has not been added` })
+        state.targets.delete(key)
+        if (target.peer !== undefined)
+          yield* disconnectConn(state, target.peer, "removed with addnode remove")
+      })
+
+    const disconnectConn = (state: State, id: PeerId, reason: string) =>
+      Effect.gen(function* () {
+        const conn = state.conns.get(id)
+        if (conn?.handle !== undefined) yield* conn.handle.disconnect(reason)
+      })
+
+    const disconnectNode = (state: State, ep: Endpoint) =>
+      Effect.gen(function* () {
+        const key = endpointKey(ep)
+        const matching = [...state.conns.values()].filter(
+          (c) => c.handle !== undefined && (c.key === key || endpointKey(c.handle.info.addr) === key),
+        )
+        if (matching.length === 0)
+          return yield* new NetworkError({ code: -29, message: `Node ${key} not found in connected nodes` })
+        for (const c of matching) yield* c.handle!.disconnect("disconnectnode")
+      })
+
+    const localAddresses = (state: State): ReadonlyArray<Endpoint> => {
+      if (listener === undefined) return []
+      const voted = [...state.votes.entries()]
+        .sort((a, b) => b[1] - a[1])
+        .map(([host]) => ({ host, port: listenPort }))
+      if (voted.length > 0) return voted
+      return isUnspecified(listener.local.host)
+        ? []
+        : [{ host: normalizeHost(listener.local.host), port: listenPort }]
+    }
+
+    const handle = (state: State, cmd: Command): Effect.Effect<State> => {
+      switch (cmd._tag) {
+        case "Tick":
+          return Effect.as(tick(state), state)
+        case "Inbound":
+          return Effect.as(onInbound(state, cmd.conn), state)
+        case "Ready":
+          return onReady(state, cmd.peer).pipe(
+            Effect.flatMap((ok) => Deferred.succeed(cmd.reply, ok)),
+            Effect.as(state),
+          )
+        case "Closed":
+          return Effect.as(onClosed(state, cmd.id, cmd.reason, cmd.dialError), state)
+        case "RelayAddr":
+          return Effect.as(relayAddr(state, cmd.from, cmd.entries), state)
+        case "AddNode":
+          return addNode(state, cmd.ep, cmd.command).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
+        case "Disconnect":
+          return disconnectNode(state, cmd.ep).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
+        case "Peers":
+          return Deferred.succeed(
+            cmd.reply,
+            [...state.conns.values()].flatMap((c) => (c.handle === undefined ? [] : [c.handle])),
+          ).pipe(Effect.as(state))
+        case "Local":
+          return Deferred.succeed(cmd.reply, localAddresses(state)).pipe(Effect.as(state))
+      }
+    }
+
+    const targets = new Map<string, Target>()
+    for (const ep of config.connect.length > 0 ? config.connect : config.addnode) {
+      const key = endpointKey(ep)
+      targets.set(key, { ep, key, once: false, failures: 0, nextAttempt: 0, peer: undefined })
+    }
+    actor = yield* Actor.make<Command, State, never, never>({
+      name: "peer-manager",
+      capacity: 1024,
+      // a restart forgets connections (their fibers still report Closed, which is then ignored)
+      initial: Effect.sync(() => ({
+        conns: new Map(),
+        targets: new Map([...targets].map(([k, t]) => [k, { ...t }])),
+        self: new Set(),
+        votes: new Map(),
+        nextId: 1,
+      })),
+      handle,
+    })
+
+    if (listener !== undefined) {
+      yield* Effect.logInfo(`listening for peers on ${endpointKey(listener.local)}`)
+      yield* Effect.forkScoped(
+        Effect.forever(
+          Effect.flatMap(Queue.take(listener.accepted), (conn) => actor.send({ _tag: "Inbound", conn })),
+        ),
+      )
+    }
+    yield* Effect.forkScoped(
+      Effect.forever(Effect.zipRight(actor.send({ _tag: "Tick" }), Effect.sleep(config.tick))),
+    )
+
+    const service: NetworkService = {
+      peers: Effect.gen(function* () {
+        const handles = yield* Actor.ask<Command, ReadonlyArray<PeerHandle>, never>(actor, (reply) => ({
+          _tag: "Peers",
+          reply,
+        }))
+        return yield* Effect.forEach(handles, (h) =>
+          Effect.map(h.stats, (stats) => ({ info: h.info, stats })),
+        )
+      }),
+      connectionCount: Effect.map(
+        Actor.ask<Command, ReadonlyArray<PeerHandle>, never>(actor, (reply) => ({ _tag: "Peers", reply })),
+        (handles) => ({
+          inbound: handles.filter((h) => h.info.inbound).length,
+          outbound: handles.filter((h) => !h.info.inbound).length,
+        }),
+      ),
+      localAddresses: Actor.ask(actor, (reply): Command => ({ _tag: "Local", reply })),
+      listening,
+      addNode: (ep, command) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "AddNode", ep, command, reply })),
+      disconnectNode: (ep) => Actor.ask(actor, (reply): Command => ({ _tag: "Disconnect", ep, reply })),
+    }
+    return service
+  })
+
+/** layer provides the Network service: the PeerManager and, through it, every Peer actor. */
+export const layer = (
+  config: NetConfig,
+): Layer.Layer<Network, TransportError, Transport | Chain | Mempool | Sync | Relay | AddrBook> =>
+  Layer.scoped(Network, make(config))
