@@ -162,7 +162,8 @@ export interface ChainServiceApi {
   readonly submitHeaders: (headers: ReadonlyArray<BlockHeader>) => Effect.Effect<HeadersResult, RuleError>
   /**
    * locator is a block locator from the best header chain's tip back to genesis (Core's
-   * CBlockLocator: ten steps of 1, then doubling; at most 101 hashes, the last the genesis hash).
+   * CBlockLocator: steps of 1, doubling once 11 hashes are taken, so the first 12 are consecutive;
+   * at most 101 hashes, the last the genesis hash).
    */
   readonly locator: Effect.Effect<ReadonlyArray<BlockHash>>
   /**
@@ -411,16 +412,19 @@ const recomputeBestHeader = (state: State) => {
   let best: Node | undefined
   for (const n of state.tree.values()) {
     if (n.status === "invalid") continue
-    if (best === undefined || n.chainwork > best.chainwork || (n.chainwork === best.chainwork && n.seq < best.seq))
+    if (
+      best === undefined ||
+      n.chainwork > best.chainwork ||
+      (n.chainwork === best.chainwork && n.seq < best.seq)
+    )
       best = n
   }
   state.bestHeader = best
 }
 
 /**
- * locatorOf is Core's CBlockLocator from the best header: 11 hashes one apart (ten steps of 1), then
- * the step doubles, genesis last. At most 11 + 31 + 1 hashes for 31-bit heights, within
- * MAX_LOCATOR_HASHES (101).
+ * locatorOf is Core's CBlockLocator from the best header: 12 hashes one apart, then the step doubles,
+ * genesis last. At most 12 + 31 + 1 hashes for 31-bit heights, within MAX_LOCATOR_HASHES (101).
  */
 const locatorOf = (state: State): ReadonlyArray<BlockHash> => {
   const hashes: Array<BlockHash> = []
@@ -1169,7 +1173,10 @@ export const make = (config: ChainConfig) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "HeadersAfter", locator, stop, max, reply })),
       bestHeader: Actor.ask(actor, (reply): Command => ({ _tag: "BestHeader", reply })),
       blocksToFetch: (target, { max, window, exclude }) =>
-        Actor.ask(actor, (reply): Command => ({ _tag: "BlocksToFetch", target, max, window, exclude, reply })),
+        Actor.ask(
+          actor,
+          (reply): Command => ({ _tag: "BlocksToFetch", target, max, window, exclude, reply }),
+        ),
       syncStatus: Actor.ask(actor, (reply): Command => ({ _tag: "SyncStatus", reply })),
     }
     return service
