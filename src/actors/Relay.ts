@@ -1,4 +1,18 @@
-import { Cause, Clock, Context, Data, Duration, Effect, Either, Exit, Layer, Option, PubSub, Queue, type Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Context,
+  Data,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Layer,
+  Option,
+  PubSub,
+  Queue,
+  type Scope,
+} from "effect"
 import type { RuleError } from "../consensus/errors.js"
 import { txidOf } from "../consensus/hash.js"
 import type { DecodeError } from "../schema/DecodeError.js"
@@ -297,7 +311,12 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
           return
         }
         if (Option.isSome(yield* mempool.get(txid))) return
-        const request: TxRequest = { txid: txid.slice() as TxId, peer: undefined, at: ctx.now, announcers: [id] }
+        const request: TxRequest = {
+          txid: txid.slice() as TxId,
+          peer: undefined,
+          at: ctx.now,
+          announcers: [id],
+        }
         requests.set(hex, request)
         p.announced++
         assign(ctx, hex, request)
@@ -385,8 +404,9 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
 
     /**
      * handleTx gives a delivered transaction (asked for or not, as Core) to the pool. Accepted: the peer
-     * was first to give us a transaction (eviction protection). Orphan: its unknown parents are asked of
-     * the same peer. Refused: remembered so it is not fetched again, and a rule violation's ban score
+     * was first to give us a transaction (eviction protection). Orphan: its parents not in the pool are
+     * asked of the same peer (a confirmed one too: the pool does not say which it misses, and the peer
+     * answers notfound). Refused: remembered so it is not fetched again, and a rule violation's ban score
      * goes to the peer's stats (the spam filter acts on it; Relay disconnects nobody).
      */
     const handleTx = (ctx: Ctx, p: PeerRelay, payload: Uint8Array) =>
@@ -452,6 +472,12 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         }
       })
 
+    /** withPeer runs a message's handler if its peer is connected (a late message of a gone peer is dropped). */
+    const withPeer = (ctx: Ctx, peer: PeerHandle, f: (p: PeerRelay) => Effect.Effect<void>) => {
+      const p = ctx.state.peers.get(peer.info.id)
+      return p === undefined ? Effect.logDebug(`ignoring a message of unknown peer ${peer.info.id}`) : f(p)
+    }
+
     const handleCommand = (ctx: Ctx, cmd: Command): Effect.Effect<void> => {
       switch (cmd._tag) {
         case "PeerConnected":
@@ -459,18 +485,14 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         case "PeerDisconnected":
           return Effect.sync(() => handlePeerDisconnected(ctx, cmd.id))
         case "Receive":
-        case "ReceiveTx": {
-          const p = ctx.state.peers.get(cmd.peer.info.id)
-          if (p === undefined) return Effect.logDebug(`ignoring a message of unknown peer ${cmd.peer.info.id}`)
-          if (cmd._tag === "ReceiveTx") return handleTx(ctx, p, cmd.payload)
-          const msg = cmd.msg
-          switch (msg._tag) {
-            case "inv":
-              return handleInv(ctx, p, msg)
-            case "notfound":
-              return Effect.sync(() => handleNotFound(ctx, p, msg))
-          }
-        }
+          return withPeer(ctx, cmd.peer, (p) => {
+            const msg = cmd.msg
+            return msg._tag === "inv"
+              ? handleInv(ctx, p, msg)
+              : Effect.sync(() => handleNotFound(ctx, p, msg))
+          })
+        case "ReceiveTx":
+          return withPeer(ctx, cmd.peer, (p) => handleTx(ctx, p, cmd.payload))
         case "Tick":
           return handleTick(ctx)
         case "Sync":
@@ -523,4 +545,5 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
   })
 
 /** layer provides the Relay actor over the Mempool. */
-export const layer = (config: RelayConfig): Layer.Layer<Relay, never, Mempool> => Layer.scoped(Relay, make(config))
+export const layer = (config: RelayConfig): Layer.Layer<Relay, never, Mempool> =>
+  Layer.scoped(Relay, make(config))

@@ -1,0 +1,357 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Duration, Effect, Layer, Option, type Scope, TestClock } from "effect"
+import * as ChainActor from "../../src/actors/Chain.js"
+import { Chain } from "../../src/actors/Chain.js"
+import * as MempoolActor from "../../src/actors/Mempool.js"
+import { defaultMempoolPolicy, Mempool } from "../../src/actors/Mempool.js"
+import * as RelayActor from "../../src/actors/Relay.js"
+import { defaultRelayConfig, Relay, type RelayConfig } from "../../src/actors/Relay.js"
+import { txidOf } from "../../src/consensus/hash.js"
+import { regtest } from "../../src/consensus/params.js"
+import { ChainStore, makeMemoryStore } from "../../src/layers/ChainStore.js"
+import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
+import * as SigVerifier from "../../src/layers/SigVerifier.js"
+import { encodeBlock } from "../../src/schema/block.js"
+import { toHex } from "../../src/schema/hex.js"
+import type { Height } from "../../src/schema/primitives.js"
+import { encodeTx, type Tx } from "../../src/schema/tx.js"
+import { INV_TX, InvMessage, NotFoundMessage } from "../../src/schema/wire.js"
+import { pay, type Spendable, TestChain, type TestKey, testKey } from "../support/chain.js"
+import { type FakePeer, fakePeer } from "../support/peers.js"
+
+const backend = loadDefaultBackend().backend
+const miner = testKey(backend, 1)
+const bob: TestKey = testKey(backend, 2)
+
+/** The node's history: 110 blocks, so the coinbases of blocks 1..10 are spendable at height 111. */
+const prefix = new TestChain(regtest, backend, miner)
+prefix.mine(110)
+const prefixBlocks = prefix.blocks.slice(1)
+const mature = prefix.matureCoins().filter((s) => s.coin.coinbase)
+const coin = (i: number): Spendable => mature[i]!
+
+const idOf = (tx: Tx): string => toHex(txidOf(encodeTx(tx)))
+
+/** outputOf is output 0 of an unconfirmed `tx`, owned by bob. */
+const outputOf = (tx: Tx): Spendable => ({
+  outpoint: { txid: txidOf(encodeTx(tx)), index: 0 },
+  coin: { value: tx.outputs[0]!.value, pubkey: bob.pubkey, height: 0 as Height, coinbase: false },
+  key: bob,
+})
+
+/** send spends `from` whole to bob, leaving a 1000-unit fee. */
+const send = (from: Spendable): Tx => prefix.spend([from], [pay(bob, from.coin.value - 1000n)])
+
+/** badSig is a spend of coin 9 whose signature is flipped in one bit: provably invalid. */
+const badSig = (() => {
+  const good = send(coin(9))
+  const sig = new Uint8Array(good.inputs[0]!.witness)
+  sig[7]! ^= 0x01
+  return { ...good, inputs: [{ prevout: good.inputs[0]!.prevout, witness: sig }] }
+})()
+
+const verifierLayer = SigVerifier.layerInline().pipe(Layer.provide(layerDefault))
+
+/** The node's clock: a day after the fixture's blocks, so none is "too new". */
+const setClock = TestClock.setTime((prefix.times[0]! + 86_400 * 2) * 1000)
+
+/** withRelay runs `body` on a node (Chain, Mempool, Relay over a memory store) that has the prefix. */
+const withRelay = <A, E>(
+  body: Effect.Effect<A, E, Relay | Mempool | Chain | Scope.Scope>,
+  config: RelayConfig = defaultRelayConfig,
+) =>
+  Effect.gen(function* () {
+    yield* setClock
+    const base = Layer.merge(Layer.succeed(ChainStore, makeMemoryStore()), verifierLayer)
+    const chain = ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(Layer.provide(base))
+    const mempool = MempoolActor.layer(defaultMempoolPolicy).pipe(
+      Layer.provideMerge(chain),
+      Layer.provide(base),
+    )
+    const node = RelayActor.layer(config).pipe(Layer.provideMerge(mempool))
+    return yield* Effect.gen(function* () {
+      const c = yield* Chain
+      for (const b of prefixBlocks) yield* c.submitBlock(encodeBlock(b))
+      return yield* body
+    }).pipe(Effect.provide(node))
+  })
+
+/** eventuallyE lets the actors run until `cond` holds (no clock moves: only yields). */
+const eventuallyE = <R>(cond: Effect.Effect<boolean, never, R>, what: string) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 5_000; i++) {
+      if (yield* cond) return
+      yield* Effect.yieldNow()
+    }
+    return yield* Effect.dieMessage(`never happened: ${what}`)
+  })
+const eventually = (cond: () => boolean, what: string) => eventuallyE(Effect.sync(cond), what)
+
+/** settle lets the actors run for a while, for asserting that something did NOT happen. */
+const settle = Effect.repeatN(Effect.yieldNow(), 300)
+
+/** trickle moves the clock one trickle interval on and lets the actors act on it. */
+const trickle = Effect.zipRight(TestClock.adjust(defaultRelayConfig.trickleInterval), settle)
+
+const inv = (...txs: ReadonlyArray<Tx>) =>
+  new InvMessage({ items: txs.map((tx) => ({ type: INV_TX, hash: txidOf(encodeTx(tx)) })) })
+const notfound = (...txs: ReadonlyArray<Tx>) =>
+  new NotFoundMessage({ items: txs.map((tx) => ({ type: INV_TX, hash: txidOf(encodeTx(tx)) })) })
+
+/** requested lists what a peer was asked for, one array per getdata message. */
+const requested = (peer: FakePeer) => peer.sentOf("getdata").map((m) => m.items.map((i) => toHex(i.hash)))
+/** announced lists what was announced to a peer, one array per inv message. */
+const announced = (peer: FakePeer) => peer.sentOf("inv").map((m) => m.items.map((i) => toHex(i.hash)))
+
+const inPool = (tx: Tx) =>
+  Effect.flatMap(Mempool, (m) => m.get(txidOf(encodeTx(tx)))).pipe(Effect.map(Option.isSome))
+
+/** connect makes fake peers 1..n and tells the Relay about them (and lets it take note). */
+const connect = (n: number) =>
+  Effect.gen(function* () {
+    const relay = yield* Relay
+    const peers = Array.from({ length: n }, (_, i) => fakePeer(i + 1))
+    for (const p of peers) yield* relay.peerConnected(p)
+    yield* settle
+    return peers
+  })
+
+/** deliver hands a transaction to the Relay as peer `from`'s `tx` frame and waits until the pool has it. */
+const deliver = (from: FakePeer, tx: Tx) =>
+  Effect.gen(function* () {
+    yield* (yield* Relay).receiveTx(from, encodeTx(tx))
+    yield* eventuallyE(inPool(tx), `${idOf(tx)} in the pool`)
+  })
+
+describe("Relay actor: requests", () => {
+  it.scoped("an announced transaction is requested once, from its first announcer, in one getdata", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b] = yield* connect(2)
+        const tx1 = send(coin(0))
+        const tx2 = send(coin(1))
+        yield* relay.receive(a!, inv(tx1, tx2))
+        yield* eventually(() => a!.sentOf("getdata").length > 0, "getdata to the announcer")
+        // the same items announced again, by the same peer and by another one
+        yield* relay.receive(a!, inv(tx1, tx2))
+        yield* relay.receive(b!, inv(tx2, tx1))
+        yield* settle
+        expect(requested(a!)).toEqual([[idOf(tx1), idOf(tx2)]])
+        expect(requested(b!)).toEqual([])
+      }),
+    ),
+  )
+
+  it.scoped("a transaction already in the pool is not requested", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a] = yield* connect(1)
+        const tx = send(coin(0))
+        yield* (yield* Mempool).accept(encodeTx(tx))
+        yield* relay.receive(a!, inv(tx))
+        yield* settle
+        expect(requested(a!)).toEqual([])
+      }),
+    ),
+  )
+
+  it.scoped("a request unanswered for requestTimeout is asked of the next announcer", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b] = yield* connect(2)
+        const tx = send(coin(0))
+        yield* relay.receive(a!, inv(tx))
+        yield* relay.receive(b!, inv(tx))
+        yield* relay.receive(b!, inv(tx))
+        yield* eventually(() => requested(a!).length === 1, "getdata to the first announcer")
+        yield* TestClock.adjust(Duration.subtract(defaultRelayConfig.requestTimeout, Duration.seconds(1)))
+        yield* settle
+        expect(requested(b!)).toEqual([])
+        yield* TestClock.adjust(defaultRelayConfig.trickleInterval)
+        yield* eventually(() => requested(b!).length === 1, "getdata to the second announcer")
+        // b times out too: with nobody left the request is given up (b announced twice, is asked once)
+        yield* TestClock.adjust(defaultRelayConfig.requestTimeout)
+        yield* settle
+        expect(requested(b!)).toEqual([[idOf(tx)]])
+        expect(requested(a!)).toEqual([[idOf(tx)]])
+        // a late delivery is still taken
+        yield* deliver(b!, tx)
+      }),
+    ),
+  )
+
+  it.scoped("notfound moves the request to the next announcer at once; with none left it is dropped", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b, c, d] = yield* connect(4)
+        const tx = send(coin(0))
+        for (const p of [a!, b!, c!]) yield* relay.receive(p, inv(tx))
+        yield* eventually(() => requested(a!).length === 1, "getdata to a")
+        yield* relay.receive(a!, notfound(tx))
+        yield* eventually(() => requested(b!).length === 1, "getdata to b")
+        // a notfound from a peer that was not asked changes nothing
+        yield* relay.receive(d!, notfound(tx))
+        yield* relay.receive(b!, notfound(tx))
+        yield* eventually(() => requested(c!).length === 1, "getdata to c")
+        yield* relay.receive(c!, notfound(tx))
+        yield* settle
+        expect([a!, b!, c!].map(requested)).toEqual([[[idOf(tx)]], [[idOf(tx)]], [[idOf(tx)]]])
+        // the request was given up: a new announcer is asked afresh
+        yield* relay.receive(d!, inv(tx))
+        yield* eventually(() => requested(d!).length === 1, "getdata to d")
+        expect(requested(a!)).toHaveLength(1)
+      }),
+    ),
+  )
+
+  it.scoped("when the asked peer disconnects, the next announcer is asked", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b] = yield* connect(2)
+        const tx = send(coin(0))
+        yield* relay.receive(a!, inv(tx))
+        yield* relay.receive(b!, inv(tx))
+        yield* eventually(() => requested(a!).length === 1, "getdata to a")
+        yield* settle
+        expect(requested(b!)).toEqual([])
+        yield* relay.peerDisconnected(a!.info.id)
+        yield* eventually(() => requested(b!).length === 1, "getdata to b")
+        yield* deliver(b!, tx)
+      }),
+    ),
+  )
+
+  it.scoped("a peer is asked for at most maxInFlightPerPeer at a time; the rest follow as it delivers", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a] = yield* connect(1)
+        const tx1 = send(coin(0))
+        const tx2 = send(coin(1))
+        yield* relay.receive(a!, inv(tx1, tx2))
+        yield* eventually(() => requested(a!).length === 1, "first getdata")
+        yield* settle
+        expect(requested(a!)).toEqual([[idOf(tx1)]])
+        yield* deliver(a!, tx1)
+        yield* eventually(() => requested(a!).length === 2, "second getdata")
+        expect(requested(a!)).toEqual([[idOf(tx1)], [idOf(tx2)]])
+      }),
+      { ...defaultRelayConfig, maxInFlightPerPeer: 1 },
+    ),
+  )
+})
+
+describe("Relay actor: delivered transactions", () => {
+  it.scoped(
+    "a delivered transaction enters the pool and is trickled once to the peers that do not have it",
+    () =>
+      withRelay(
+        Effect.gen(function* () {
+          const relay = yield* Relay
+          const [a, b, c, d] = yield* connect(4)
+          const tx1 = send(coin(0))
+          const tx2 = send(coin(1))
+          yield* relay.receive(a!, inv(tx1, tx2))
+          yield* relay.receive(b!, inv(tx1))
+          yield* eventually(() => requested(a!).length === 1, "getdata to a")
+          yield* deliver(a!, tx1)
+          yield* deliver(a!, tx2)
+          expect((yield* a!.stats).lastTxAt).toBeGreaterThan(0)
+          expect((yield* b!.stats).lastTxAt).toBe(0)
+          // nothing before the trickle
+          yield* settle
+          expect([a!, b!, c!, d!].map(announced)).toEqual([[], [], [], []])
+          yield* trickle
+          // one batch to each peer that has neither; b announced tx1 so it only hears of tx2
+          expect(announced(c!)).toEqual([[idOf(tx1), idOf(tx2)]])
+          expect(announced(d!)).toEqual([[idOf(tx1), idOf(tx2)]])
+          expect(announced(b!)).toEqual([[idOf(tx2)]])
+          expect(announced(a!)).toEqual([])
+          // never again
+          for (let i = 0; i < 5; i++) yield* trickle
+          expect([a!, b!, c!, d!].map((p) => announced(p).length)).toEqual([0, 1, 1, 1])
+        }),
+      ),
+  )
+
+  it.scoped("a peer that announces a queued transaction before the trickle is not told of it", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b] = yield* connect(2)
+        const tx = send(coin(0))
+        yield* (yield* Mempool).accept(encodeTx(tx))
+        yield* settle
+        yield* relay.receive(b!, inv(tx))
+        yield* trickle
+        expect(announced(a!)).toEqual([[idOf(tx)]])
+        expect(announced(b!)).toEqual([])
+        expect(requested(b!)).toEqual([])
+      }),
+    ),
+  )
+
+  it.scoped("a transaction accepted through the RPC path is announced to every peer", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const [a, b, c] = yield* connect(3)
+        const tx = send(coin(0))
+        yield* (yield* Mempool).accept(encodeTx(tx))
+        yield* trickle
+        expect([a!, b!, c!].map(announced)).toEqual([[[idOf(tx)]], [[idOf(tx)]], [[idOf(tx)]]])
+      }),
+    ),
+  )
+
+  it.scoped("an invalid transaction raises its sender's ban score and is never requested again", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b, c] = yield* connect(3)
+        yield* relay.receive(a!, inv(badSig))
+        yield* eventually(() => requested(a!).length === 1, "getdata to a")
+        yield* relay.receiveTx(a!, encodeTx(badSig))
+        yield* eventuallyE(
+          Effect.map(a!.stats, (s) => s.banScore > 0),
+          "a ban score",
+        )
+        expect((yield* a!.stats).banScore).toBe(100)
+        expect(a!.disconnected).toBeUndefined()
+        expect(yield* inPool(badSig)).toBe(false)
+        yield* relay.receive(b!, inv(badSig))
+        yield* trickle
+        expect(requested(b!)).toEqual([])
+        expect([a!, b!, c!].map(announced)).toEqual([[], [], []])
+        expect((yield* b!.stats).banScore).toBe(0)
+      }),
+    ),
+  )
+
+  it.scoped("an orphan's parent is asked of the peer that sent it; both enter the pool, parent first", () =>
+    withRelay(
+      Effect.gen(function* () {
+        const relay = yield* Relay
+        const [a, b] = yield* connect(2)
+        const parent = send(coin(0))
+        const child = send(outputOf(parent))
+        yield* relay.receive(a!, inv(child))
+        yield* eventually(() => requested(a!).length === 1, "getdata for the child")
+        yield* relay.receiveTx(a!, encodeTx(child))
+        yield* eventually(() => requested(a!).length === 2, "getdata for the parent")
+        expect(requested(a!)).toEqual([[idOf(child)], [idOf(parent)]])
+        expect(requested(b!)).toEqual([])
+        expect(yield* inPool(child)).toBe(false)
+        yield* deliver(a!, parent)
+        expect(yield* inPool(child)).toBe(true)
+        yield* trickle
+        expect(announced(b!)).toEqual([[idOf(parent), idOf(child)]])
+        expect(announced(a!)).toEqual([])
+      }),
+    ),
+  )
+})
