@@ -1,8 +1,24 @@
-import { Context, Effect, Layer, type Option } from "effect"
-import { ChainStore } from "../layers/ChainStore.js"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Random } from "effect"
+import { ChainStore, type KeyedTable } from "../layers/ChainStore.js"
 import type { Endpoint } from "../layers/Transport.js"
 import type { AddrEntry } from "../schema/wire.js"
-import type { PeerInfo } from "./net.js"
+import * as Actor from "./Actor.js"
+import {
+  type AddrInfo,
+  Addrman,
+  type AddrmanParams,
+  decodeRow,
+  defaultAddrmanParams,
+  encodeRow,
+  futureSlackSeconds,
+  groupOf,
+  isGossipable,
+  makeRng,
+  parseEndpoint,
+  parseWireHost,
+  secretBytes,
+} from "./addrman.js"
+import type { PeerId, PeerInfo } from "./net.js"
 
 /** AddrBookConfig: sizes of the book and the outbound subnet caps. */
 export interface AddrBookConfig {
@@ -12,12 +28,34 @@ export interface AddrBookConfig {
   readonly maxOutboundPer16: number
   /** outbound peers per /8 (IPv6 /32) among non-static peers */
   readonly maxOutboundPer8: number
+  /** bucket counts and sizes of the new and tried tables (see addrman.ts) */
+  readonly tables: AddrmanParams
+  /** seeds: addresses put in the book at start (origin "seed"; gossiped only once reached) */
+  readonly seeds: ReadonlyArray<Endpoint>
+  /** getAddrCacheTtl: how long one getaddr answer is reused (Core caches it a day) */
+  readonly getAddrCacheTtl: Duration.Duration
+  /** getAddrMaxEntries and getAddrMaxPercent bound one getaddr answer (Core: 1000 and 23 %) */
+  readonly getAddrMaxEntries: number
+  readonly getAddrMaxPercent: number
+  /** addrRatePerSecond and addrBurst: each peer's addr token bucket (Core: 0.1/s, 1000) */
+  readonly addrRatePerSecond: number
+  readonly addrBurst: number
+  /** addrRelayMaxEntries: only addr messages this small are relayed onward (Core: 10) */
+  readonly addrRelayMaxEntries: number
 }
 
 export const defaultAddrBookConfig: AddrBookConfig = {
   maxOutboundPer24: 1,
   maxOutboundPer16: 2,
   maxOutboundPer8: 4,
+  tables: defaultAddrmanParams,
+  seeds: [],
+  getAddrCacheTtl: Duration.minutes(10),
+  getAddrMaxEntries: 1000,
+  getAddrMaxPercent: 23,
+  addrRatePerSecond: 0.1,
+  addrBurst: 1000,
+  addrRelayMaxEntries: 10,
 }
 
 /**
@@ -30,7 +68,10 @@ export interface AddrBookService {
    * returns those fit to relay onward: new to us, gossipable, within the sender's addr rate limit.
    * An entry whose host is the sender's own host is a self-announcement (see addSelfAnnounced).
    */
-  readonly addGossip: (from: PeerInfo, entries: ReadonlyArray<AddrEntry>) => Effect.Effect<ReadonlyArray<AddrEntry>>
+  readonly addGossip: (
+    from: PeerInfo,
+    entries: ReadonlyArray<AddrEntry>,
+  ) => Effect.Effect<ReadonlyArray<AddrEntry>>
   /**
    * addSelfAnnounced stores a peer's own address (its host and version listenPort) as unverified:
    * it may be dialled, but is never gossiped until markGood proves it.
@@ -56,11 +97,289 @@ export interface AddrBookService {
 
 export class AddrBook extends Context.Tag("fibercoin/AddrBook")<AddrBook, AddrBookService>() {}
 
-export const layer = (_config: AddrBookConfig): Layer.Layer<AddrBook, never, ChainStore> =>
-  Layer.effect(
-    AddrBook,
-    Effect.gen(function* () {
-      yield* ChainStore
-      return yield* Effect.dieMessage("AddrBook: not implemented yet")
-    }),
+// ---------------------------------------------------------------------------------------------------
+// The AddrBook actor. Everything below runs on its fiber; the book is nobody else's.
+
+/** addrTable is the ChainStore table: one row per entry under its endpointKey, plus the bucket secret. */
+export const addrTable = "addr"
+/** secretKey is the row holding the per-book bucket secret (not an endpointKey, so no clash). */
+export const secretKey = "#secret"
+
+/** rateLimitedPeers bounds the per-peer token buckets kept (ids are never reused; old ones go first). */
+const rateLimitedPeers = 4096
+const mailboxCapacity = 1024
+
+/** TokenBucket is one peer's addr allowance (Core's m_addr_token_bucket). */
+interface TokenBucket {
+  tokens: number
+  /** ms of the last refill */
+  at: number
+}
+
+interface State {
+  readonly book: Addrman
+  readonly buckets: Map<PeerId, TokenBucket>
+  cache: { readonly at: number; readonly entries: ReadonlyArray<AddrEntry> } | undefined
+}
+
+type Command =
+  | {
+      readonly _tag: "AddGossip"
+      readonly from: PeerInfo
+      readonly entries: ReadonlyArray<AddrEntry>
+      readonly reply: Deferred.Deferred<ReadonlyArray<AddrEntry>>
+    }
+  | { readonly _tag: "AddSelf"; readonly peer: PeerInfo; readonly reply: Deferred.Deferred<void> }
+  | { readonly _tag: "MarkAttempt"; readonly ep: Endpoint; readonly reply: Deferred.Deferred<void> }
+  | {
+      readonly _tag: "MarkGood"
+      readonly ep: Endpoint
+      readonly services: number
+      readonly reply: Deferred.Deferred<void>
+    }
+  | {
+      readonly _tag: "Select"
+      readonly current: ReadonlyArray<Endpoint>
+      readonly exclude: ReadonlySet<string>
+      readonly reply: Deferred.Deferred<Option.Option<Endpoint>>
+    }
+  | { readonly _tag: "GetAddr"; readonly reply: Deferred.Deferred<ReadonlyArray<AddrEntry>> }
+  | {
+      readonly _tag: "Size"
+      readonly reply: Deferred.Deferred<{ readonly new: number; readonly tried: number }>
+    }
+
+const toEntry = (info: AddrInfo): AddrEntry => ({
+  time: Math.max(0, Math.min(info.lastSeen, 0xffffffff)),
+  services: info.services >>> 0,
+  host: new Uint8Array(info.bytes),
+  port: info.port,
+})
+
+/** logStorage turns a storage failure into a warning: the book is a cache, losing a write is no crash. */
+const logStorage = <A>(what: string, fallback: A) =>
+  Effect.catchAll((e: { readonly message: string }) =>
+    Effect.as(Effect.logWarning(`addr book: ${what} failed: ${e.message}`), fallback),
   )
+
+/** loadSecret reads the bucket secret, making and storing a fresh one on first start. */
+const loadSecret = (table: KeyedTable) =>
+  Effect.gen(function* () {
+    const stored = yield* table.get(secretKey)
+    if (Option.isSome(stored) && stored.value.length === secretBytes) return stored.value
+    const secret = new Uint8Array(secretBytes)
+    for (let i = 0; i < secretBytes; i++) secret[i] = yield* Random.nextIntBetween(0, 256)
+    yield* table.put(secretKey, secret)
+    return secret
+  })
+
+/**
+ * make starts the AddrBook actor over ChainStore's `addr` table: it loads the secret and the stored
+ * entries (skipping and deleting corrupt rows), adds the configured seeds, and writes every change
+ * through to the table at the end of the command that made it.
+ */
+export const make = (config: AddrBookConfig) =>
+  Effect.gen(function* () {
+    const store = yield* ChainStore
+    const table = store.table(addrTable)
+    const nowMs = Clock.currentTimeMillis
+    const nowSeconds = Effect.map(nowMs, (ms) => Math.floor(ms / 1000))
+
+    /** persist writes the book's changes since the last call. */
+    const persist = (book: Addrman) =>
+      Effect.forEach(
+        book.takeChanges(),
+        ([key, info]) => (info === undefined ? table.remove(key) : table.put(key, encodeRow(info))),
+        { discard: true },
+      ).pipe(logStorage("writing the addr table", undefined))
+
+    const initial = Effect.gen(function* () {
+      const now = yield* nowSeconds
+      const secret = yield* loadSecret(table).pipe(
+        logStorage("reading the bucket secret", undefined),
+        Effect.flatMap((s) =>
+          s !== undefined
+            ? Effect.succeed(s)
+            : Effect.map(
+                Random.nextIntBetween(0, 256).pipe(Effect.replicateEffect(secretBytes)),
+                Uint8Array.from,
+              ),
+        ),
+      )
+      const book = new Addrman(config.tables, secret, makeRng(yield* Random.nextIntBetween(0, 2 ** 31)))
+      const rows = yield* table.entries.pipe(logStorage("reading the addr table", []))
+      const decoded: Array<AddrInfo> = []
+      const corrupt: Array<string> = []
+      for (const [key, value] of rows) {
+        if (key === secretKey) continue
+        const info = decodeRow(key, value)
+        if (info === undefined) corrupt.push(key)
+        else decoded.push(info)
+      }
+      if (corrupt.length > 0) yield* Effect.logWarning(`addr book: skipped ${corrupt.length} corrupt rows`)
+      const lost = book.restore(decoded, now)
+      yield* Effect.forEach([...corrupt, ...lost], (key) => table.remove(key), { discard: true }).pipe(
+        logStorage("pruning the addr table", undefined),
+      )
+      for (const seed of config.seeds) {
+        book.add(
+          { host: seed.host, port: seed.port, services: 0, time: now, origin: "seed", source: "seed" },
+          now,
+        )
+      }
+      yield* persist(book)
+      const state: State = { book, buckets: new Map(), cache: undefined }
+      return state
+    })
+
+    /** takeTokens refills the peer's bucket and answers how many of `wanted` entries it may process. */
+    const takeTokens = (state: State, peer: PeerId, wanted: number, now: number): number => {
+      let bucket = state.buckets.get(peer)
+      if (bucket === undefined) {
+        bucket = { tokens: config.addrBurst, at: now }
+        state.buckets.set(peer, bucket)
+        if (state.buckets.size > rateLimitedPeers) state.buckets.delete(state.buckets.keys().next().value!)
+      }
+      const elapsed = Math.max(0, now - bucket.at) / 1000
+      bucket.tokens = Math.min(config.addrBurst, bucket.tokens + elapsed * config.addrRatePerSecond)
+      bucket.at = now
+      const granted = Math.min(wanted, Math.floor(bucket.tokens))
+      bucket.tokens -= granted
+      return granted
+    }
+
+    /** handleAddGossip: rate-limit, store, and pick what to relay (small fresh messages only, as Core). */
+    const handleAddGossip = (state: State, from: PeerInfo, entries: ReadonlyArray<AddrEntry>) =>
+      Effect.gen(function* () {
+        const ms = yield* nowMs
+        const now = Math.floor(ms / 1000)
+        const granted = takeTokens(state, from.id, entries.length, ms)
+        if (granted < entries.length) {
+          yield* Effect.logDebug(
+            `peer ${from.id}: ${entries.length - granted} addr entries over its rate limit`,
+          )
+        }
+        const fromHost = parseEndpoint(from.addr.host, 1)?.host
+        const source = groupOf(fromHost ?? from.addr.host)
+        const relayable = entries.length <= config.addrRelayMaxEntries
+        const relay: Array<AddrEntry> = []
+        for (const entry of entries.slice(0, granted)) {
+          const parsed = parseWireHost(entry.host, entry.port)
+          if (parsed === undefined) continue
+          const time = Math.min(entry.time, now + futureSlackSeconds)
+          const origin = parsed.host === fromHost ? "self" : "gossip"
+          const result = state.book.add(
+            { host: parsed.host, port: parsed.port, services: entry.services, time, origin, source },
+            now,
+          )
+          if (!relayable || result === "invalid") continue
+          const fresh = Math.abs(now - time) <= futureSlackSeconds
+          const info = state.book.get(parsed.key)
+          const gossipable = info === undefined ? origin === "gossip" : isGossipable(info)
+          if ((result === "added" || fresh) && gossipable) relay.push({ ...entry, time })
+        }
+        return relay
+      })
+
+    const handleGetAddr = (state: State) =>
+      Effect.gen(function* () {
+        const ms = yield* nowMs
+        if (state.cache !== undefined && ms - state.cache.at < Duration.toMillis(config.getAddrCacheTtl)) {
+          return state.cache.entries
+        }
+        const candidates = state.book.gossipable(Math.floor(ms / 1000))
+        const n = Math.min(
+          config.getAddrMaxEntries,
+          Math.ceil((candidates.length * config.getAddrMaxPercent) / 100),
+        )
+        const entries = state.book.sample(candidates, n).map(toEntry)
+        // An empty answer is not cached: it reveals nothing, and a young node should answer once it knows some.
+        state.cache = entries.length === 0 ? undefined : { at: ms, entries }
+        return entries
+      })
+
+    const handleCommand = (state: State, cmd: Command): Effect.Effect<void> => {
+      switch (cmd._tag) {
+        case "AddGossip":
+          return Effect.flatMap(handleAddGossip(state, cmd.from, cmd.entries), (relay) =>
+            Deferred.succeed(cmd.reply, relay),
+          )
+        case "AddSelf":
+          return Effect.flatMap(nowSeconds, (now) => {
+            const { peer } = cmd
+            if (peer.listenPort > 0) {
+              state.book.add(
+                {
+                  host: peer.addr.host,
+                  port: peer.listenPort,
+                  services: peer.services,
+                  time: now,
+                  origin: "self",
+                  source: groupOf(parseEndpoint(peer.addr.host, 1)?.host ?? peer.addr.host),
+                },
+                now,
+              )
+            }
+            return Deferred.succeed(cmd.reply, undefined)
+          })
+        case "MarkAttempt":
+          return Effect.flatMap(nowSeconds, (now) => {
+            state.book.markAttempt(cmd.ep.host, cmd.ep.port, now)
+            return Deferred.succeed(cmd.reply, undefined)
+          })
+        case "MarkGood":
+          return Effect.flatMap(nowSeconds, (now) => {
+            state.book.markGood(cmd.ep.host, cmd.ep.port, cmd.services, now)
+            return Deferred.succeed(cmd.reply, undefined)
+          })
+        case "Select":
+          return Effect.flatMap(nowSeconds, (now) => {
+            const caps = {
+              per24: config.maxOutboundPer24,
+              per16: config.maxOutboundPer16,
+              per8: config.maxOutboundPer8,
+            }
+            const info = state.book.select(cmd.current, cmd.exclude, caps, now)
+            const pick =
+              info === undefined ? Option.none() : Option.some({ host: info.host, port: info.port })
+            return Deferred.succeed(cmd.reply, pick)
+          })
+        case "GetAddr":
+          return Effect.flatMap(handleGetAddr(state), (entries) => Deferred.succeed(cmd.reply, entries))
+        case "Size":
+          return Deferred.succeed(cmd.reply, state.book.size)
+      }
+    }
+
+    const handle = (state: State, cmd: Command): Effect.Effect<State> =>
+      Effect.gen(function* () {
+        yield* handleCommand(state, cmd)
+        yield* persist(state.book)
+        return state
+      })
+
+    const actor = yield* Actor.make<Command, State, never, never>({
+      name: "addrbook",
+      capacity: mailboxCapacity,
+      initial,
+      handle,
+    })
+
+    const service: AddrBookService = {
+      addGossip: (from, entries) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "AddGossip", from, entries, reply })),
+      addSelfAnnounced: (peer) => Actor.ask(actor, (reply): Command => ({ _tag: "AddSelf", peer, reply })),
+      markAttempt: (ep) => Actor.ask(actor, (reply): Command => ({ _tag: "MarkAttempt", ep, reply })),
+      markGood: (ep, services) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "MarkGood", ep, services, reply })),
+      select: (current, exclude) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "Select", current, exclude, reply })),
+      getAddr: Actor.ask(actor, (reply): Command => ({ _tag: "GetAddr", reply })),
+      size: Actor.ask(actor, (reply): Command => ({ _tag: "Size", reply })),
+    }
+    return service
+  })
+
+/** layer provides the AddrBook actor over ChainStore's `addr` table. */
+export const layer = (config: AddrBookConfig): Layer.Layer<AddrBook, never, ChainStore> =>
+  Layer.scoped(AddrBook, make(config))

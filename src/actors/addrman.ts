@@ -21,9 +21,11 @@ import { bytesToHost, endpointKey, hostToBytes, subnetOf } from "../schema/netad
  * - tried (addresses we completed a handshake with): `triedBuckets` buckets, `triedBucketsPerGroup` of
  *   them per address group.
  *
- * Within a bucket the slot is a keyed hash of the endpoint. A newcomer whose slot is taken replaces the
- * occupant only if the occupant is terrible (too old, failed too often); otherwise it is dropped. The
- * key is a per-book secret, so an attacker cannot aim addresses at chosen slots.
+ * Within a bucket the slot is a keyed hash of the endpoint, probed linearly over `slotProbes` slots (so
+ * a handful of addresses sharing a bucket, as on a small network, rarely collide). A newcomer finding
+ * all of them taken replaces an occupant only if it is terrible (too old, failed too often); otherwise
+ * the newcomer is dropped. The key is a per-book secret, so an attacker cannot aim addresses at chosen
+ * slots.
  */
 
 /** AddrmanParams size the tables; the defaults give 65,536 new and 16,384 tried slots. */
@@ -34,6 +36,8 @@ export interface AddrmanParams {
   readonly triedBuckets: number
   readonly triedBucketsPerGroup: number
   readonly bucketSize: number
+  /** slots looked at from an entry's hashed slot (linear probing) before it counts as a collision */
+  readonly slotProbes: number
 }
 
 export const defaultAddrmanParams: AddrmanParams = {
@@ -43,6 +47,7 @@ export const defaultAddrmanParams: AddrmanParams = {
   triedBuckets: 256,
   triedBucketsPerGroup: 8,
   bucketSize: 64,
+  slotProbes: 4,
 }
 
 /** maxNewPerGroup is the most new-table entries one address group can hold (one row of buckets). */
@@ -257,11 +262,6 @@ export class Addrman {
     return this.all.get(key)
   }
 
-  /** values lists every entry (tests, persistence). */
-  values(): IterableIterator<AddrInfo> {
-    return this.all.values()
-  }
-
   // -- placement ------------------------------------------------------------------------------------
 
   private hash32(...parts: ReadonlyArray<string>): number {
@@ -306,6 +306,32 @@ export class Addrman {
     return key === undefined ? undefined : this.all.get(key)
   }
 
+  /**
+   * findSlot probes `key`'s slots in `bucket`: the first free one, else the first whose occupant
+   * `evictable` allows (returned, for the caller to displace), else undefined.
+   */
+  private findSlot(
+    table: "new" | "tried",
+    bucket: number,
+    key: string,
+    evictable: (held: AddrInfo) => boolean,
+  ): { readonly slot: number; readonly held: AddrInfo | undefined } | undefined {
+    const size = this.params.bucketSize
+    const first = this.slotOf(table, bucket, key)
+    const probes = Math.min(Math.max(1, this.params.slotProbes), size)
+    for (let i = 0; i < probes; i++) {
+      const slot = (first + i) % size
+      const held = this.occupant(table, bucket, slot)
+      if (held === undefined || held.key === key) return { slot, held: undefined }
+    }
+    for (let i = 0; i < probes; i++) {
+      const slot = (first + i) % size
+      const held = this.occupant(table, bucket, slot)!
+      if (evictable(held)) return { slot, held }
+    }
+    return undefined
+  }
+
   /** place puts `info` at its slot in `table`; the slot must be free. */
   private place(info: AddrInfo, table: "new" | "tried", bucket: number, slot: number): void {
     info.table = table
@@ -334,13 +360,10 @@ export class Addrman {
   /** placeNew puts `info` in its new slot: over a terrible occupant, or over any when `force`. */
   private placeNew(info: AddrInfo, now: number, force: boolean): boolean {
     const bucket = this.newBucket(info.group, info.source, info.key)
-    const slot = this.slotOf("new", bucket, info.key)
-    const held = this.occupant("new", bucket, slot)
-    if (held !== undefined && held.key !== info.key) {
-      if (!force && !isTerrible(held, now)) return false
-      this.remove(held)
-    }
-    this.place(info, "new", bucket, slot)
+    const found = this.findSlot("new", bucket, info.key, (held) => force || isTerrible(held, now))
+    if (found === undefined) return false
+    if (found.held !== undefined) this.remove(found.held)
+    this.place(info, "new", bucket, found.slot)
     return true
   }
 
@@ -428,13 +451,12 @@ export class Addrman {
     info.lastAttempt = now
     info.attempts = 0
     const bucket = this.triedBucket(info.group, info.key)
-    const slot = this.slotOf("tried", bucket, info.key)
-    const held = this.occupant("tried", bucket, slot)
-    if (held !== undefined && held.key !== info.key) {
-      this.unplace(held)
-      this.placeNew(held, now, true)
+    const found = this.findSlot("tried", bucket, info.key, () => true)!
+    if (found.held !== undefined) {
+      this.unplace(found.held)
+      this.placeNew(found.held, now, true)
     }
-    this.place(info, "tried", bucket, slot)
+    this.place(info, "tried", bucket, found.slot)
   }
 
   /**
@@ -488,7 +510,7 @@ export class Addrman {
     return fallback
   }
 
-  /** gossipableCount counts entries getaddr may answer with (gossipable and not terrible). */
+  /** gossipable lists the entries getaddr may answer with: gossipable and not terrible. */
   gossipable(now: number): Array<AddrInfo> {
     const out: Array<AddrInfo> = []
     for (const info of this.all.values()) if (isGossipable(info) && !isTerrible(info, now)) out.push(info)
@@ -521,20 +543,21 @@ export class Addrman {
    */
   restore(rows: ReadonlyArray<AddrInfo>, now: number): Array<string> {
     const lost: Array<string> = []
+    const asStored = new Set<string>()
     const ordered = [...rows.filter((r) => r.table === "tried"), ...rows.filter((r) => r.table === "new")]
     for (const info of ordered) {
       if (this.all.has(info.key)) continue
+      const stored = info.table
       if (info.table === "tried") {
         const bucket = this.triedBucket(info.group, info.key)
-        const slot = this.slotOf("tried", bucket, info.key)
-        if (this.occupant("tried", bucket, slot) === undefined) {
-          this.place(info, "tried", bucket, slot)
-          continue
-        }
+        const found = this.findSlot("tried", bucket, info.key, () => false)
+        if (found !== undefined) this.place(info, "tried", bucket, found.slot)
       }
-      if (!this.placeNew(info, now, false)) lost.push(info.key)
+      if (info.bucket < 0 && !this.placeNew(info, now, false)) lost.push(info.key)
+      if (info.table === stored) asStored.add(info.key)
     }
-    this.changed.clear()
+    // What sits as stored needs no write; moved entries and displaced occupants do.
+    for (const key of asStored) if (this.all.get(key)?.table !== undefined) this.changed.delete(key)
     return lost
   }
 }
@@ -554,17 +577,24 @@ export const encodeRow = (info: AddrInfo): Uint8Array => {
   const w = new Writer(1 + 16 + 6 * 4 + 1 + (source.length < 0xfd ? 1 : 3) + source.length)
   w.u8(rowVersion)
   w.raw(info.bytes)
-  for (const v of [info.port, info.services, info.lastSeen, info.lastAttempt, info.lastSuccess, info.attempts]) {
+  for (const v of [
+    info.port,
+    info.services,
+    info.lastSeen,
+    info.lastAttempt,
+    info.lastSuccess,
+    info.attempts,
+  ]) {
     w.u32(Math.max(0, Math.min(v, 0xffffffff)) >>> 0)
   }
   w.u8(origins.indexOf(info.origin) | (info.verified ? 4 : 0) | (info.table === "tried" ? 8 : 0))
   w.varBytes(source)
-  return new Uint8Array(w.finish())
+  return w.finish()
 }
 
 const readRow = (r: Reader) => {
   const version = r.u8("addr.version")
-  if (version !== rowVersion) r.fail("length-exceeds-cap", "addr.version")
+  if (version !== rowVersion) r.fail("invalid-value", "addr.version")
   const bytes = r.bytesN(16, "addr.host")
   const [port, services, lastSeen, lastAttempt, lastSuccess, attempts] = [0, 1, 2, 3, 4, 5].map(() =>
     r.u32("addr.field"),
