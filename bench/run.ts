@@ -17,6 +17,9 @@
  * - import-heap: the same process's V8 heap in use after a full GC at 10,000 blocks; baseline = the
  *   same after 1,000 blocks (what grows is the in-memory header tree, ~2 KB a block, and the bounded
  *   verification caches).
+ * - ibd-loopback / ibd-loopback-1peer: a fresh node syncing a 1,200-block chain of real signed
+ *   transactions over TCP on 127.0.0.1 from three / one peer processes, in blocks/s; baseline = the same
+ *   node importing the same blocks locally (`--reindex`-style), in the same run (see bench/ibd.ts).
  * - mining: the miner's header hashes/s on one worker thread per core; baseline = OpenSSL's SHA-256
  *   limit on the same cores (`openssl speed -evp sha256 -bytes 64`, two compressions per header hash).
  * - mining-rpc-p99: p99 latency of a trivial HTTP call on the main thread while the workers mine;
@@ -37,6 +40,7 @@ import { encodeBlock } from "../src/schema/block.js"
 import { encodeBlockFile } from "../src/schema/blockFile.js"
 import { pay, TestChain, testKey } from "../test/support/chain.js"
 import { buildFixture } from "./fixtures.js"
+import { ibdBench } from "./ibd.js"
 import { miningBench } from "./mining.js"
 
 interface Result {
@@ -183,6 +187,10 @@ const main = Effect.gen(function* () {
   const rss = yield* importRss(signer)
   results.push(result("import-rss", rss.rssPeak, "MB", rss.rssAfterFirst))
   results.push(result("import-heap", rss.heapLast, "MB", rss.heapAfterFirst))
+
+  const ibd = yield* ibdBench(signer)
+  results.push(result("ibd-loopback", ibd.threePeersPerSecond, "blocks/s", ibd.localPerSecond))
+  results.push(result("ibd-loopback-1peer", ibd.onePeerPerSecond, "blocks/s", ibd.localPerSecond))
 
   const mining = yield* miningBench()
   results.push(result("mining", mining.hashesPerSecond, "hashes/s", mining.baseline))

@@ -209,6 +209,9 @@ export const make = (config: NetConfig) =>
             }),
           ),
           Effect.provide(context),
+          // forked from the actor's uninterruptible handler: without this the fiber would inherit that
+          // and could never be interrupted, so closing the node would wait for the peer forever
+          Effect.interruptible,
           Effect.forkIn(scope),
         )
       })
@@ -240,12 +243,16 @@ export const make = (config: NetConfig) =>
         return conn.id
       })
 
-    /** connectedKeys: addresses we are connected or dialling to (remote endpoints and dialled targets). */
+    /** busyKeys: addresses not to dial: connected or being dialled (remote endpoints, dialled targets, inbound peers' listen addresses), ourselves. */
     const busyKeys = (state: State) => {
       const keys = new Set<string>(state.self)
       for (const c of state.conns.values()) {
         keys.add(c.key)
-        if (c.handle !== undefined) keys.add(endpointKey(c.handle.info.addr))
+        if (c.handle === undefined) continue
+        keys.add(endpointKey(c.handle.info.addr))
+        // an inbound peer's own listening address: one connection per pair of nodes is enough
+        if (c.inbound && c.handle.info.listenPort > 0)
+          keys.add(endpointKey({ host: c.handle.info.addr.host, port: c.handle.info.listenPort }))
       }
       if (listener !== undefined) keys.add(endpointKey(listener.local))
       return keys

@@ -18,7 +18,7 @@ import { layerMemory } from "../layers/ChainStore.js"
 import { layerLmdb } from "../layers/ChainStoreLmdb.js"
 import * as Keystore from "../layers/Keystore.js"
 import { layerDefault } from "../layers/Signatures.js"
-import { layerPool } from "../layers/SigVerifier.js"
+import { layerInline, layerPool } from "../layers/SigVerifier.js"
 import { layerTcp, type Transport } from "../layers/Transport.js"
 import { chainMethods, walletMethods } from "../rpc/methods.js"
 import { netMethods, userAgent } from "../rpc/netMethods.js"
@@ -34,11 +34,15 @@ import { VERSION } from "../version.js"
  * (LMDB in the data directory, or memory), signatures, the verification pool, the Chain, Mempool,
  * Keystore and Wallet actors. The library entry embeds a node with this layer.
  */
-export const services = (config: NodeConfig) => {
+export const services = (config: NodeConfig, options: NodeOptions = {}) => {
   const params = networks[config.network]
   // the LMDB layer keeps its files in <dataDir>/chainstate and locks the whole data directory
   const store = config.storage === "lmdb" ? layerLmdb(config.dataDir) : layerMemory
-  const base = Layer.mergeAll(store, layerDefault, layerPool({ workers: os.availableParallelism() }))
+  const verifier =
+    options.verifier === "inline"
+      ? layerInline().pipe(Layer.provide(layerDefault))
+      : layerPool({ workers: os.availableParallelism() })
+  const base = Layer.mergeAll(store, layerDefault, verifier)
   const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(Layer.provideMerge(base))
   const mempool = MempoolActor.layer({
     ...MempoolActor.defaultMempoolPolicy,
@@ -87,6 +91,8 @@ export interface NodeOptions {
   readonly net?: Partial<PeerManager.NetConfig>
   readonly sync?: SyncActor.SyncConfig
   readonly relay?: RelayActor.RelayConfig
+  /** "inline" verifies signatures on the calling fiber (simulations: no threads); default a worker pool */
+  readonly verifier?: "pool" | "inline"
 }
 
 /**
@@ -137,7 +143,7 @@ export const layer = (config: NodeConfig, options: NodeOptions = {}) => {
       })
     }),
   )
-  return Layer.merge(miner, network(config, options)).pipe(Layer.provideMerge(services(config)))
+  return Layer.merge(miner, network(config, options)).pipe(Layer.provideMerge(services(config, options)))
 }
 
 /**

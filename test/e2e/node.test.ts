@@ -1,118 +1,19 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
-import { createServer } from "node:net"
-import { tmpdir } from "node:os"
+import { spawnSync } from "node:child_process"
+import { writeFileSync } from "node:fs"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { afterAll, describe, expect, it } from "vitest"
+import { cli, freePort, json, outputContains, root, startNode, text, workDir } from "./processes.js"
 
-const root = fileURLToPath(new URL("../..", import.meta.url))
-const work = mkdtempSync(join(tmpdir(), "fibercoin-node-"))
-const running: Array<ChildProcess> = []
-afterAll(() => {
-  for (const p of running) p.kill("SIGKILL")
-  rmSync(work, { recursive: true, force: true })
-})
-
-/** freePort asks the OS for a free loopback port. */
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = createServer()
-    s.once("error", reject)
-    s.listen(0, "127.0.0.1", () => {
-      const address = s.address()
-      s.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
-    })
-  })
-
-interface NodeHandle {
-  readonly dataDir: string
-  readonly rpc: number
-  readonly process: ChildProcess
-  readonly exited: Promise<number | null>
-  output: string
-}
-
-/** start runs `node dist/main.js` with mining off and waits until its RPC answers. */
-const start = async (
-  dataDir: string,
-  rpc: number,
-  p2p: number,
-  extra: ReadonlyArray<string> = [],
-): Promise<NodeHandle> => {
-  const child = spawn(
-    process.execPath,
-    [
-      "dist/main.js",
-      "--datadir",
-      dataDir,
-      "--rpc",
-      `127.0.0.1:${rpc}`,
-      "--listen",
-      `127.0.0.1:${p2p}`,
-      "--role",
-      "full",
-      ...extra,
-    ],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  )
-  running.push(child)
-  const handle: NodeHandle = {
-    dataDir,
-    rpc,
-    process: child,
-    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
-    output: "",
-  }
-  child.stdout!.on("data", (d: Buffer) => {
-    handle.output += d.toString()
-  })
-  child.stderr!.on("data", (d: Buffer) => {
-    handle.output += d.toString()
-  })
-  for (let i = 0; i < 200; i++) {
-    if (cli(handle, "getblockcount").status === 0) return handle
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`node did not answer RPC: ${handle.output}`)
-}
-
-/**
- * outputContains waits (at most 10 s) until the node's log shows `needle`: the spawnSync calls of the
- * CLI block this process's event loop, so the child's output is only read while we wait here.
- */
-const outputContains = async (node: NodeHandle, needle: string) => {
-  for (let i = 0; i < 100 && !node.output.includes(needle); i++) await new Promise((r) => setTimeout(r, 100))
-  return node.output.includes(needle)
-}
-
-/** cli runs `node dist/cli.js` against a node (cookie auth from its data directory). */
-const cli = (node: { dataDir: string; rpc: number }, ...args: Array<string>) =>
-  spawnSync(
-    process.execPath,
-    ["dist/cli.js", "--rpc", `127.0.0.1:${node.rpc}`, "--datadir", node.dataDir, ...args],
-    {
-      cwd: root,
-      encoding: "utf8",
-      timeout: 60_000,
-    },
-  )
-const json = (node: NodeHandle, ...args: Array<string>) => {
-  const r = cli(node, ...args)
-  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
-  return JSON.parse(r.stdout) as unknown
-}
-const text = (node: NodeHandle, ...args: Array<string>) => {
-  const r = cli(node, ...args)
-  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
-  return r.stdout.trim()
-}
+const work = workDir("fibercoin-node-")
+afterAll(work.cleanup)
+const start = (dataDir: string, rpc: number, p2p: number, extra: ReadonlyArray<string> = []) =>
+  startNode(work.running, dataDir, rpc, p2p, extra)
 
 const COIN = 100_000_000
 
 describe("a running regtest node (real process, loopback, temp data directory)", () => {
   it("mines, holds a mature coinbase, pays another address, confirms it, and keeps it all across a restart", async () => {
-    const dataDir = join(work, "a")
+    const dataDir = join(work.dir, "a")
     const [rpc, p2p] = [await freePort(), await freePort()]
     let node = await start(dataDir, rpc, p2p)
 
@@ -214,7 +115,7 @@ describe("a running regtest node (real process, loopback, temp data directory)",
   })
 
   it("a bad config file or flag exits 2 naming the key", () => {
-    const file = join(work, "bad.json")
+    const file = join(work.dir, "bad.json")
     writeFileSync(file, JSON.stringify({ network: "regtest", rpc: { prot: 1 } }))
     const r = spawnSync(process.execPath, ["dist/main.js", "--config", file], {
       cwd: root,

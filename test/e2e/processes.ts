@@ -1,0 +1,161 @@
+import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process"
+import { mkdtempSync, rmSync } from "node:fs"
+import { createServer } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+/** root is the repository (the e2e suite runs the built dist/ programs from here). */
+export const root = fileURLToPath(new URL("../..", import.meta.url))
+
+/** workDir makes a temp directory and a cleanup that kills the nodes started in it and removes it. */
+export const workDir = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  const running: Array<ChildProcess> = []
+  return {
+    dir,
+    running,
+    cleanup: () => {
+      for (const p of running) p.kill("SIGKILL")
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** freePort asks the OS for a free loopback port. */
+export const freePort = () =>
+  new Promise<number>((resolve, reject) => {
+    const s = createServer()
+    s.once("error", reject)
+    s.listen(0, "127.0.0.1", () => {
+      const address = s.address()
+      s.close(() => resolve(typeof address === "object" && address !== null ? address.port : 0))
+    })
+  })
+
+export interface NodeHandle {
+  readonly dataDir: string
+  readonly rpc: number
+  readonly p2p: number
+  readonly process: ChildProcess
+  readonly exited: Promise<number | null>
+  output: string
+}
+
+/** startNode runs `node dist/main.js` as a full node (no background mining) and waits until its RPC answers. */
+export const startNode = async (
+  running: Array<ChildProcess>,
+  dataDir: string,
+  rpc: number,
+  p2p: number,
+  extra: ReadonlyArray<string> = [],
+): Promise<NodeHandle> => {
+  const child = spawn(
+    process.execPath,
+    [
+      "dist/main.js",
+      "--datadir",
+      dataDir,
+      "--rpc",
+      `127.0.0.1:${rpc}`,
+      "--listen",
+      `127.0.0.1:${p2p}`,
+      "--role",
+      "full",
+      ...extra,
+    ],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+  )
+  running.push(child)
+  const handle: NodeHandle = {
+    dataDir,
+    rpc,
+    p2p,
+    process: child,
+    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
+    output: "",
+  }
+  child.stdout!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  child.stderr!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  for (let i = 0; i < 200; i++) {
+    if ((await cliAsync(handle, "getblockcount")).status === 0) return handle
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`node did not answer RPC: ${handle.output}`)
+}
+
+/**
+ * outputContains waits (at most 10 s) until the node's log shows `needle`: the spawnSync calls of the
+ * CLI block this process's event loop, so the child's output is only read while we wait here.
+ */
+export const outputContains = async (node: NodeHandle, needle: string) => {
+  for (let i = 0; i < 100 && !node.output.includes(needle); i++) await new Promise((r) => setTimeout(r, 100))
+  return node.output.includes(needle)
+}
+
+const cliArgs = (node: { dataDir: string; rpc: number }, args: ReadonlyArray<string>) => [
+  "dist/cli.js",
+  "--rpc",
+  `127.0.0.1:${node.rpc}`,
+  "--datadir",
+  node.dataDir,
+  ...args,
+]
+
+/** cli runs `node dist/cli.js` against a node (cookie auth from its data directory), blocking. */
+export const cli = (node: { dataDir: string; rpc: number }, ...args: Array<string>) =>
+  spawnSync(process.execPath, cliArgs(node, args), { cwd: root, encoding: "utf8", timeout: 60_000 })
+
+/** cliAsync is `cli` without blocking the event loop (the nodes' output keeps being read). */
+export const cliAsync = (node: { dataDir: string; rpc: number }, ...args: Array<string>) =>
+  new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      cliArgs(node, args),
+      { cwd: root, encoding: "utf8", timeout: 60_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
+        resolve({ status: code, stdout, stderr })
+      },
+    )
+  })
+
+/** json runs a CLI call that must succeed and parses its output. */
+export const json = (node: NodeHandle, ...args: Array<string>) => {
+  const r = cli(node, ...args)
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  return JSON.parse(r.stdout) as unknown
+}
+
+/** text runs a CLI call that must succeed and returns its trimmed output. */
+export const text = (node: NodeHandle, ...args: Array<string>) => {
+  const r = cli(node, ...args)
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  return r.stdout.trim()
+}
+
+/** rpcAsync runs a CLI call without blocking, failing the test when it fails; JSON-parsed when it parses. */
+export const rpcAsync = async (node: NodeHandle, ...args: Array<string>): Promise<unknown> => {
+  const r = await cliAsync(node, ...args)
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  const out = r.stdout.trim()
+  try {
+    return JSON.parse(out) as unknown
+  } catch {
+    return out
+  }
+}
+
+/** eventually polls `check` (every 200 ms, at most `ms`) until it answers true. */
+export const eventually = async (what: string, ms: number, check: () => Promise<boolean>) => {
+  const deadline = Date.now() + ms
+  while (Date.now() < deadline) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`timed out after ${ms} ms waiting for: ${what}`)
+}

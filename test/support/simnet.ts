@@ -1,0 +1,122 @@
+import {
+  type Context,
+  Duration,
+  Effect,
+  Layer,
+  Logger,
+  LogLevel,
+  Option,
+  type Scope,
+  TestClock,
+} from "effect"
+import type { Chain } from "../../src/actors/Chain.js"
+import type { Mempool } from "../../src/actors/Mempool.js"
+import type { Miner } from "../../src/actors/Miner.js"
+import { NetProbe, type ProbeEvent } from "../../src/actors/net.js"
+import type { Network } from "../../src/actors/PeerManager.js"
+import type { Wallet } from "../../src/actors/Wallet.js"
+import type { SimNetwork } from "../../src/layers/TransportSim.js"
+import * as Node from "../../src/node/Node.js"
+import { type NodeConfig, resolveConfig } from "../../src/schema/config.js"
+
+/** P2P_PORT is the port every sim node listens on (each host has its own port space). */
+export const P2P_PORT = 18444
+
+/** SimServices are what a sim node's context holds for a test. */
+export type SimServices = Chain | Mempool | Wallet | Miner | Network
+
+/** SimNode is one node of a simulated network, built from the real node layer over the sim transport. */
+export interface SimNode {
+  readonly host: string
+  readonly context: Context.Context<SimServices>
+  /** run runs an effect against this node's services */
+  readonly run: <A, E>(effect: Effect.Effect<A, E, SimServices>) => Effect.Effect<A, E>
+}
+
+/** simConfig is a regtest full node in memory at `host`, not mining in the background. */
+export const simConfig = (host: string, connect: ReadonlyArray<string> = []): NodeConfig => {
+  const base = resolveConfig(
+    {},
+    {
+      storage: "memory",
+      role: "full",
+      listen: { host, port: P2P_PORT },
+      ...(connect.length > 0 ? { connect: connect.map((h) => ({ host: h, port: P2P_PORT })) } : {}),
+    },
+  )
+  // workers 0: the miner hashes on the calling fiber (regtest targets are instant)
+  return { ...base, mining: { ...base.mining, enabled: false, workers: 0 } }
+}
+
+/**
+ * startNode builds a node at `host` on `sim` in the current scope: real actors, memory storage, inline
+ * signature checks, the sim transport, and `probe` (if given) seeing every message.
+ */
+export const startNode = (
+  sim: SimNetwork,
+  config: NodeConfig,
+  options: Node.NodeOptions & { readonly probe?: (event: ProbeEvent) => void } = {},
+): Effect.Effect<SimNode, unknown, Scope.Scope> =>
+  Effect.gen(function* () {
+    const host = config.listen.host
+    const layer = Node.layer(config, { verifier: "inline", ...options, transport: sim.layer(host) })
+    const withProbe =
+      options.probe === undefined
+        ? layer
+        : layer.pipe(Layer.provide(Layer.succeed(NetProbe, { observe: options.probe })))
+    const context = (yield* Layer.build(withProbe)) as Context.Context<SimServices>
+    return {
+      host,
+      context,
+      run: <A, E>(effect: Effect.Effect<A, E, SimServices>) => Effect.provide(effect, context),
+    }
+  })
+
+/** settle lets every fiber woken so far run: a few turns of the real event loop. */
+export const settle = Effect.forEach(
+  [1, 2, 3, 4],
+  () => Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))),
+  { discard: true },
+)
+
+/** advance moves the TestClock forward by `by` in steps of `step`, letting fibers run after each. */
+export const advance = (by: Duration.DurationInput, step: Duration.DurationInput = "10 millis") =>
+  Effect.gen(function* () {
+    const total = Duration.toMillis(by)
+    const s = Duration.toMillis(step)
+    for (let t = 0; t < total; t += s) {
+      yield* TestClock.adjust(Duration.millis(s))
+      yield* settle
+    }
+  })
+
+/**
+ * waitUntil advances simulated time in `step`s until `condition` holds, failing after `within` of
+ * simulated time (every loop is bounded). Answers the simulated milliseconds it took.
+ */
+export const waitUntil = (
+  condition: Effect.Effect<boolean, unknown>,
+  within: Duration.DurationInput,
+  step: Duration.DurationInput = "20 millis",
+): Effect.Effect<number, Error> =>
+  Effect.gen(function* () {
+    const limit = Duration.toMillis(within)
+    const s = Duration.toMillis(step)
+    for (let t = 0; t <= limit; t += s) {
+      if (yield* Effect.orDie(condition)) return t
+      yield* TestClock.adjust(Duration.millis(s))
+      yield* settle
+    }
+    return yield* Effect.fail(new Error(`condition not met within ${limit} ms of simulated time`))
+  })
+
+/** simTime starts the TestClock at a realistic date, so block timestamps are neither too new nor too old. */
+export const simTime = TestClock.setTime(Date.UTC(2026, 10, 25, 12, 0, 0))
+
+/** quiet keeps the nodes' info logs out of the test output. */
+export const quiet = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  effect.pipe(Logger.withMinimumLogLevel(LogLevel.Warning))
+
+/** first is Option's value or a failure naming what was missing. */
+export const first = <A>(o: Option.Option<A>, what: string): Effect.Effect<A, Error> =>
+  Option.match(o, { onNone: () => Effect.fail(new Error(`${what} missing`)), onSome: Effect.succeed })
