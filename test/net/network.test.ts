@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Random } from "effect"
+import { Effect, Either, Option, Random } from "effect"
 import { Chain } from "../../src/actors/Chain.js"
 import { Mempool } from "../../src/actors/Mempool.js"
 import { Miner } from "../../src/actors/Miner.js"
@@ -11,7 +11,7 @@ import { regtest } from "../../src/consensus/params.js"
 import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import { toHex } from "../../src/schema/hex.js"
 import type { PublicKey } from "../../src/schema/primitives.js"
-import { INV_TX } from "../../src/schema/wire.js"
+import { INV_BLOCK, INV_TX } from "../../src/schema/wire.js"
 import { quiet, type SimNode, simConfig, simTime, startNode, waitUntil } from "../support/simnet.js"
 
 /** mineAt mines `n` blocks at `node` paying a fresh address of its wallet. */
@@ -152,5 +152,76 @@ describe("P2P network on a simulated network (TestClock)", () => {
         expect(invs.length).toBeLessThanOrEqual(2 * expectedLinks)
       }),
     ),
+  )
+
+  it.scoped(
+    "a late joiner syncs 2,000 blocks from 4 peers in parallel; a peer that stops answering is dropped and its blocks fetched elsewhere",
+    () =>
+      quiet(
+        Effect.gen(function* () {
+          yield* simTime
+          const sim = yield* makeSimNetwork({ seed: 11, defaultLink: { latency: "20 millis" } })
+          const servers: Array<SimNode> = []
+          for (let i = 0; i < 4; i++) {
+            const c = simConfig(`10.${20 + i}.0.1`)
+            servers.push(yield* startNode(sim, { ...c, limits: { ...c.limits, maxOutbound: 0 } }))
+          }
+          // the chain: mined at server 0, handed to the other servers directly (no network)
+          const hashes = yield* mineAt(servers[0]!, 2_000)
+          const blocks = yield* servers[0]!.run(
+            Effect.forEach(hashes, (h) => Effect.flatMap(Chain, (c) => Effect.orDie(c.block(h)))),
+          )
+          for (const server of servers.slice(1)) {
+            yield* server.run(
+              Effect.forEach(blocks, (b) =>
+                Effect.flatMap(Chain, (c) => Effect.orDie(c.submitBlock(Option.getOrThrow(b)))),
+              ),
+            )
+          }
+          const events: Array<ProbeEvent> = []
+          const late = yield* startNode(
+            sim,
+            simConfig(
+              "10.30.0.1",
+              servers.map((s) => s.host),
+            ),
+            { probe: (e) => events.push(e) },
+          )
+          const staller = servers[2]!.host
+          yield* waitUntil(
+            Effect.map(tipOf(late), (t) => t.height >= 400),
+            "60 seconds",
+          )
+          const heightAtStall = (yield* tipOf(late)).height
+          expect(heightAtStall).toBeLessThan(2_000)
+          // every server was asked for blocks: the download runs from all four in parallel
+          const askedOf = (host: string) =>
+            events.filter(
+              (e) =>
+                e.direction === "out" &&
+                e.remote.host === host &&
+                e.message?._tag === "getdata" &&
+                e.message.items.some((i) => i.type === INV_BLOCK),
+            ).length
+          for (const server of servers) expect(askedOf(server.host)).toBeGreaterThan(0)
+          // the staller: everything it sends from now on is lost, but its connection stays up
+          yield* sim.setLink(staller, late.host, { latency: "20 millis", loss: 1 })
+          yield* waitUntil(
+            Effect.map(tipOf(late), (t) => t.height === 2_000),
+            "120 seconds",
+          )
+          expect(toHex((yield* tipOf(late)).hash)).toBe(toHex(hashes[1_999]!))
+          // it was dropped for stalling (its redial cannot finish a handshake through the loss)
+          const peers = yield* late.run(Effect.flatMap(Network, (n) => n.peers))
+          expect(peers.map((p) => p.info.addr.host).sort()).toEqual(
+            servers.filter((s) => s.host !== staller).map((s) => s.host),
+          )
+          const blocksFrom = (host: string) =>
+            events.filter((e) => e.direction === "in" && e.remote.host === host && e.command === "block")
+              .length
+          expect(blocksFrom(staller)).toBeGreaterThan(0)
+          expect(servers.reduce((n, s) => n + blocksFrom(s.host), 0)).toBeGreaterThanOrEqual(2_000)
+        }),
+      ),
   )
 })
