@@ -187,11 +187,14 @@ export const make = (config: AddrBookConfig) =>
 
     /** persist writes the book's changes since the last call. */
     const persist = (book: Addrman) =>
-      Effect.forEach(
-        book.takeChanges(),
-        ([key, info]) => (info === undefined ? table.remove(key) : table.put(key, encodeRow(info))),
-        { discard: true },
-      ).pipe(logStorage("writing the addr table", undefined))
+      Effect.suspend(() => {
+        const changes = book.takeChanges()
+        if (changes.length === 0) return Effect.void
+        // one transaction per command: a 1,000-entry addr message is one durable write, not 1,000
+        return table.write(
+          changes.map(([key, info]) => [key, info === undefined ? undefined : encodeRow(info)] as const),
+        )
+      }).pipe(logStorage("writing the addr table", undefined))
 
     const initial = Effect.gen(function* () {
       const now = yield* nowSeconds

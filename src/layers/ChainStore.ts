@@ -44,6 +44,10 @@ export interface KeyedTable {
   readonly get: (key: string) => Effect.Effect<Option.Option<Uint8Array>, StorageError>
   readonly put: (key: string, value: Uint8Array) => Effect.Effect<void, StorageError>
   readonly remove: (key: string) => Effect.Effect<void, StorageError>
+  /** write puts (value) and removes (undefined) many rows in one transaction: all or none */
+  readonly write: (
+    rows: ReadonlyArray<readonly [string, Uint8Array | undefined]>,
+  ) => Effect.Effect<void, StorageError>
   readonly entries: Effect.Effect<ReadonlyArray<readonly [string, Uint8Array]>, StorageError>
 }
 
@@ -138,6 +142,13 @@ export const makeMemoryStore = (): ChainStoreService => {
         get: (key) => Effect.sync(() => Option.map(Option.fromNullable(rows.get(key)), copy)),
         put: (key, value) => Effect.sync(() => void rows.set(key, copy(value))),
         remove: (key) => Effect.sync(() => void rows.delete(key)),
+        write: (changes) =>
+          Effect.sync(() => {
+            for (const [key, value] of changes) {
+              if (value === undefined) rows.delete(key)
+              else rows.set(key, copy(value))
+            }
+          }),
         entries: Effect.sync(() => [...rows].map(([key, value]) => [key, copy(value)] as const)),
       }
     },

@@ -468,6 +468,13 @@ const makeService = (env: Env, cache: CoinCache): ChainStoreService => {
           }),
         put: (key, value) => write(`table ${name} put`, () => void env.tables.putSync(rowKey(key), value)),
         remove: (key) => write(`table ${name} remove`, () => void env.tables.removeSync(rowKey(key))),
+        write: (changes) =>
+          write(`table ${name} write`, () => {
+            for (const [key, value] of changes) {
+              if (value === undefined) env.tables.removeSync(rowKey(key))
+              else env.tables.putSync(rowKey(key), value)
+            }
+          }),
         entries: attempt(`table ${name} entries`, () => {
           const rows: Array<readonly [string, Uint8Array]> = []
           for (const { key, value } of env.tables.getRange({ start: prefix, end })) {

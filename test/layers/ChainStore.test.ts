@@ -354,6 +354,30 @@ const contract = (name: string, makeLayer: () => Layer.Layer<ChainStore, unknown
       }).pipe(Effect.provide(makeLayer())),
     )
 
+    it.effect("a table's write puts and removes many rows at once, in order", () =>
+      Effect.gen(function* () {
+        const store = yield* ChainStore
+        const t = store.table("addr")
+        yield* t.put("old", bytes(1))
+        const source = bytes(7)
+        yield* t.write([
+          ["x", bytes(2)],
+          ["old", undefined],
+          ["y", source],
+          ["x", bytes(3)],
+          ["never there", undefined],
+        ])
+        source.fill(0)
+        const rows = [...(yield* t.entries)].sort(([a], [b]) => (a < b ? -1 : 1))
+        expect(rows).toEqual([
+          ["x", bytes(3)],
+          ["y", bytes(7)],
+        ])
+        yield* t.write([])
+        expect((yield* t.entries).length).toBe(2)
+      }).pipe(Effect.provide(makeLayer())),
+    )
+
     it.effect(
       "the store keeps its own copy of bytes passed in: mutating them afterwards changes nothing",
       () =>
