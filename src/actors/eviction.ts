@@ -62,7 +62,17 @@ export const selectEviction = (candidates: ReadonlyArray<EvictionCandidate>): Pe
     members.push(c)
     groups.set(g, members)
   }
+  // the biggest /16; between equally big ones, the one with the youngest peer (Core), so that peers
+  // of distinct /16s connecting last are the ones to go, not the oldest survivors of the protections
+  const youngestOf = (members: Array<EvictionCandidate>) =>
+    members.reduce((young, c) => (c.connectedAt > young.connectedAt ? c : young))
   let biggest: Array<EvictionCandidate> = []
-  for (const members of groups.values()) if (members.length > biggest.length) biggest = members
-  return biggest.reduce((young, c) => (c.connectedAt > young.connectedAt ? c : young)).id
+  for (const members of groups.values()) {
+    if (
+      members.length > biggest.length ||
+      (members.length === biggest.length && youngestOf(members).connectedAt > youngestOf(biggest).connectedAt)
+    )
+      biggest = members
+  }
+  return youngestOf(biggest).id
 }
