@@ -90,6 +90,11 @@ export interface AddrBookService {
     current: ReadonlyArray<Endpoint>,
     exclude: ReadonlySet<string>,
   ) => Effect.Effect<Option.Option<Endpoint>>
+  /**
+   * selectFeeler picks an unverified address (a self-announcement, or gossip not yet dialled) for a
+   * short-lived feeler connection that only verifies it; none when there is nothing to verify.
+   */
+  readonly selectFeeler: (exclude: ReadonlySet<string>) => Effect.Effect<Option.Option<Endpoint>>
   /** getAddr answers a getaddr: a cached random sample of gossipable addresses (never the whole book) */
   readonly getAddr: Effect.Effect<ReadonlyArray<AddrEntry>>
   readonly size: Effect.Effect<{ readonly new: number; readonly tried: number }>
@@ -140,6 +145,11 @@ type Command =
   | {
       readonly _tag: "Select"
       readonly current: ReadonlyArray<Endpoint>
+      readonly exclude: ReadonlySet<string>
+      readonly reply: Deferred.Deferred<Option.Option<Endpoint>>
+    }
+  | {
+      readonly _tag: "SelectFeeler"
       readonly exclude: ReadonlySet<string>
       readonly reply: Deferred.Deferred<Option.Option<Endpoint>>
     }
@@ -335,6 +345,13 @@ export const make = (config: AddrBookConfig) =>
             state.book.markGood(cmd.ep.host, cmd.ep.port, cmd.services, now)
             return Deferred.succeed(cmd.reply, undefined)
           })
+        case "SelectFeeler":
+          return Effect.flatMap(nowSeconds, (now) => {
+            const info = state.book.selectUnverified(cmd.exclude, now)
+            const pick =
+              info === undefined ? Option.none() : Option.some({ host: info.host, port: info.port })
+            return Deferred.succeed(cmd.reply, pick)
+          })
         case "Select":
           return Effect.flatMap(nowSeconds, (now) => {
             const caps = {
@@ -377,6 +394,8 @@ export const make = (config: AddrBookConfig) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "MarkGood", ep, services, reply })),
       select: (current, exclude) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "Select", current, exclude, reply })),
+      selectFeeler: (exclude) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "SelectFeeler", exclude, reply })),
       getAddr: Actor.ask(actor, (reply): Command => ({ _tag: "GetAddr", reply })),
       size: Actor.ask(actor, (reply): Command => ({ _tag: "Size", reply })),
     }

@@ -45,6 +45,13 @@ export interface NetConfig {
   readonly retryMax: Duration.Duration
   /** how often connections are topped up */
   readonly tick: Duration.Duration
+  /**
+   * how often a feeler connection verifies one unverified address (a self-announcement) and hangs up
+   * (Core's FEELER_INTERVAL: 2 min); only verified addresses are gossiped
+   */
+  readonly feelerInterval: Duration.Duration
+  /** how often this node re-announces its own address to its outbound peers (Core: about daily) */
+  readonly selfAnnounceInterval: Duration.Duration
 }
 
 /** PeerSummary is one connected peer for getpeerinfo. */
@@ -97,6 +104,8 @@ interface Conn {
   readonly ep: Endpoint
   readonly key: string
   readonly static: boolean
+  /** a feeler: connects, verifies the address, hangs up */
+  readonly feeler: boolean
   readonly nonce: bigint
   handle: PeerHandle | undefined
 }
@@ -109,6 +118,9 @@ interface State {
   /** public-IP echo votes: host → outbound peers that saw us there */
   readonly votes: Map<string, number>
   nextId: number
+  /** Clock ms of the next feeler and the next self-announcement */
+  nextFeeler: number
+  nextAnnounce: number
 }
 
 type Command =
@@ -170,6 +182,11 @@ export const make = (config: NetConfig) =>
     const listenPort = listener?.local.port ?? 0
     /** nonces of our live connections: a version carrying one is ourselves */
     const nonces = new Set<bigint>()
+    /**
+     * nonces of our outbound connections whose version reached one of our own inbound connections:
+     * the inbound side hangs up with "connected to self", the dialled address is ours (never redialled)
+     */
+    const selfNonces = new Set<bigint>()
 
     // the actor is referenced by the fibers it starts; it is assigned right below
     let actor: Actor.Actor<Command>
@@ -177,7 +194,11 @@ export const make = (config: NetConfig) =>
     const now = Clock.currentTimeMillis
 
     const hooks = (nonce: bigint): Peer.PeerHooks => ({
-      isOwnNonce: (n) => n !== nonce && nonces.has(n),
+      isOwnNonce: (n) => {
+        if (n === nonce || !nonces.has(n)) return false
+        selfNonces.add(n)
+        return true
+      },
       ready: (peer) => Actor.ask(actor, (reply): Command => ({ _tag: "Ready", peer, reply })),
       relayAddr: (from, entries) => actor.send({ _tag: "RelayAddr", from: from.info.id, entries }),
     })
@@ -216,7 +237,7 @@ export const make = (config: NetConfig) =>
         )
       })
 
-    const dial = (state: State, ep: Endpoint, isStatic: boolean) =>
+    const dial = (state: State, ep: Endpoint, isStatic: boolean, feeler = false) =>
       Effect.gen(function* () {
         const conn: Conn = {
           id: state.nextId++,
@@ -224,6 +245,7 @@ export const make = (config: NetConfig) =>
           ep,
           key: endpointKey(ep),
           static: isStatic,
+          feeler,
           nonce: yield* randomNonce,
           handle: undefined,
         }
@@ -258,6 +280,41 @@ export const make = (config: NetConfig) =>
       return keys
     }
 
+    /** feelers dials one unverified address per feelerInterval, even one connected inbound (that is how a self-announcement gets verified). */
+    const feelers = (state: State, t: number) =>
+      Effect.gen(function* () {
+        if (t < state.nextFeeler) return
+        state.nextFeeler = t + Duration.toMillis(config.feelerInterval)
+        if ([...state.conns.values()].some((c) => c.feeler)) return
+        const exclude = new Set<string>(state.self)
+        for (const c of state.conns.values()) if (!c.inbound) exclude.add(c.key)
+        if (listener !== undefined) exclude.add(endpointKey(listener.local))
+        const pick = yield* addrBook.selectFeeler(exclude)
+        if (Option.isSome(pick)) yield* dial(state, pick.value, false, true)
+      })
+
+    /** announceSelf sends one outbound peer our address as it sees us (its public-IP echo) with our listen port. */
+    const announceSelf = (peer: PeerHandle) =>
+      Effect.gen(function* () {
+        const seen = normalizeHost(peer.info.theirView.host)
+        const host = hostToBytes(seen)
+        if (listener === undefined || host === undefined || isUnspecified(seen)) return
+        const time = Math.floor((yield* now) / 1000)
+        yield* peer.send(
+          new AddrMessage({ entries: [{ time, services: config.peer.services, host, port: listenPort }] }),
+        )
+      })
+
+    /** reannounce repeats the self-announcement to every outbound peer once per selfAnnounceInterval. */
+    const reannounce = (state: State, t: number) =>
+      Effect.gen(function* () {
+        if (t < state.nextAnnounce) return
+        state.nextAnnounce = t + Duration.toMillis(config.selfAnnounceInterval)
+        for (const c of state.conns.values()) {
+          if (!c.inbound && !c.feeler && c.handle !== undefined) yield* announceSelf(c.handle)
+        }
+      })
+
     const tick = (state: State) =>
       Effect.gen(function* () {
         const t = yield* now
@@ -267,7 +324,9 @@ export const make = (config: NetConfig) =>
           target.peer = yield* dial(state, target.ep, true)
         }
         if (config.connect.length > 0) return
-        const outbound = [...state.conns.values()].filter((c) => !c.inbound && !c.static)
+        yield* feelers(state, t)
+        yield* reannounce(state, t)
+        const outbound = [...state.conns.values()].filter((c) => !c.inbound && !c.static && !c.feeler)
         let missing = config.maxOutbound - outbound.length
         const current = outbound.map((c) => c.ep)
         const busy = busyKeys(state)
@@ -303,8 +362,9 @@ export const make = (config: NetConfig) =>
         if (victim === undefined) return false
         const c = state.conns.get(victim)!
         yield* c.handle!.disconnect("evicted to make room for a new inbound peer")
-        // its fiber reports Closed later; the slot is counted free now
+        // its fiber reports Closed later (then ignored); the slot is counted free now
         state.conns.delete(victim)
+        nonces.delete(c.nonce)
         return true
       })
 
@@ -320,6 +380,7 @@ export const make = (config: NetConfig) =>
           ep: inbound.remote,
           key: endpointKey(inbound.remote),
           static: false,
+          feeler: false,
           nonce: yield* randomNonce,
           handle: undefined,
         }
@@ -331,6 +392,14 @@ export const make = (config: NetConfig) =>
       Effect.gen(function* () {
         const conn = state.conns.get(peer.info.id)
         if (conn === undefined) return false // evicted or removed meanwhile
+        // a configured peer whose target went (addnode remove) while it was still connecting
+        if (conn.static && ![...state.targets.values()].some((t) => t.peer === conn.id)) return false
+        if (conn.feeler) {
+          // the address answered a handshake: verified, now gossipable; the feeler's work is done
+          yield* addrBook.markGood(conn.ep, peer.info.services)
+          yield* Effect.logDebug(`feeler: ${conn.key} verified`)
+          return false
+        }
         conn.handle = peer
         const info = peer.info
         yield* Effect.logInfo(
@@ -343,17 +412,7 @@ export const make = (config: NetConfig) =>
           const seen = normalizeHost(info.theirView.host)
           if (!isUnspecified(seen)) state.votes.set(seen, (state.votes.get(seen) ?? 0) + 1)
           // self-announcement: our address as this peer sees it, verified by whoever dials it back
-          if (listener !== undefined && !isUnspecified(seen)) {
-            const host = hostToBytes(seen)
-            if (host !== undefined) {
-              const time = Math.floor((yield* now) / 1000)
-              yield* peer.send(
-                new AddrMessage({
-                  entries: [{ time, services: config.peer.services, host, port: listenPort }],
-                }),
-              )
-            }
-          }
+          yield* announceSelf(peer)
         } else if (info.listenPort > 0) {
           yield* addrBook.addSelfAnnounced(info)
         }
@@ -366,7 +425,12 @@ export const make = (config: NetConfig) =>
         state.conns.delete(id)
         if (conn === undefined) return
         nonces.delete(conn.nonce)
-        if (reason === "connected to self") state.self.add(conn.key)
+        // the inbound end saw this outbound connection's nonce: the dialled address is this node
+        // (the inbound end's own key is just our ephemeral port)
+        if (selfNonces.delete(conn.nonce) && !conn.inbound) {
+          state.self.add(conn.key)
+          yield* Effect.logInfo(`${conn.key} is this node (connected to self): not dialled again`)
+        }
         if (conn.handle !== undefined) {
           yield* Effect.logInfo(`peer ${id} disconnected: ${conn.key}: ${reason}`)
           const seen = normalizeHost(conn.handle.info.theirView.host)
@@ -505,6 +569,8 @@ export const make = (config: NetConfig) =>
         self: new Set(),
         votes: new Map(),
         nextId: 1,
+        nextFeeler: 0,
+        nextAnnounce: 0,
       })),
       handle,
     })

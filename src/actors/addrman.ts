@@ -510,6 +510,23 @@ export class Addrman {
     return fallback
   }
 
+  /**
+   * selectUnverified picks a feeler target (Core's feeler connections, new table only): a random
+   * unverified entry not in `exclude` and not attempted in the last minute, scanning from a random
+   * start; undefined when there is none.
+   */
+  selectUnverified(exclude: ReadonlySet<string>, now: number): AddrInfo | undefined {
+    const keys = this.newKeys
+    const start = randomInt(this.rng, keys.size)
+    for (let i = 0; i < keys.size; i++) {
+      const info = this.all.get(keys.at((start + i) % keys.size))!
+      if (info.verified || exclude.has(info.key)) continue
+      if (info.lastAttempt !== 0 && now - info.lastAttempt < recentAttemptSeconds) continue
+      return info
+    }
+    return undefined
+  }
+
   /** gossipable lists the entries getaddr may answer with: gossipable and not terrible. */
   gossipable(now: number): Array<AddrInfo> {
     const out: Array<AddrInfo> = []

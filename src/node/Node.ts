@@ -82,6 +82,8 @@ export const netConfigOf = (config: NodeConfig): PeerManager.NetConfig => ({
   retryBase: Duration.seconds(1),
   retryMax: Duration.minutes(1),
   tick: Duration.seconds(1),
+  feelerInterval: Duration.minutes(2),
+  selfAnnounceInterval: Duration.hours(24),
 })
 
 /** NodeOptions are what an embedding program or a simulation swaps: the transport (default TCP). */

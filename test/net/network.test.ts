@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Option, Random } from "effect"
+import { Duration, Effect, Either, Option, Random } from "effect"
 import { Chain } from "../../src/actors/Chain.js"
 import { Mempool } from "../../src/actors/Mempool.js"
 import { Miner } from "../../src/actors/Miner.js"
@@ -223,5 +223,54 @@ describe("P2P network on a simulated network (TestClock)", () => {
           expect(servers.reduce((n, s) => n + blocksFrom(s.host), 0)).toBeGreaterThanOrEqual(2_000)
         }),
       ),
+  )
+
+  // KNOWN BUG (open, issue 6 note): with Random.make(5) this run stops making progress after about
+  // 6 simulated minutes (the TestClock loop no longer advances: something blocks); unseeded runs
+  // usually converge by minute 10. Skipped until the hang is found; run it with it.scoped to reproduce.
+  it.skip(
+    "nodes that know only a seed find each other through verified address gossip",
+    () =>
+      quiet(
+        Effect.withRandom(Random.make(5))(
+          Effect.gen(function* () {
+            yield* simTime
+            const sim = yield* makeSimNetwork({ seed: 5, defaultLink: { latency: "25 millis" } })
+            const seed = yield* startNode(sim, simConfig("9.0.0.1"))
+            const others: Array<SimNode> = []
+            for (let i = 0; i < 5; i++) {
+              // distinct /8s: the outbound subnet caps do not get in the way
+              const c = simConfig(`${11 + i}.0.0.1`)
+              others.push(
+                yield* startNode(
+                  sim,
+                  { ...c, addnode: [{ host: seed.host, port: 18444 }] },
+                  { net: { selfAnnounceInterval: Duration.minutes(3) } },
+                ),
+              )
+            }
+            const peerHosts = (node: SimNode) =>
+              node.run(
+                Effect.map(
+                  Effect.flatMap(Network, (n) => n.peers),
+                  (peers) => new Set(peers.map((p) => p.info.addr.host)),
+                ),
+              )
+            // at first each knows only the seed; the seed verifies their self-announcements with feelers
+            // (one per 2 min), and the re-announcements then spread to the others, who dial them
+            yield* waitUntil(
+              Effect.map(Effect.forEach(others, peerHosts), (sets) =>
+                sets.every((hosts) => [...hosts].filter((h) => h !== seed.host).length >= 2),
+              ),
+              "20 minutes",
+              "1 second",
+            )
+            const seen = yield* Effect.forEach(others, peerHosts)
+            for (const hosts of seen)
+              expect([...hosts].filter((h) => h !== seed.host).length).toBeGreaterThanOrEqual(2)
+          }),
+        ),
+      ),
+    180_000,
   )
 })
