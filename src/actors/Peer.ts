@@ -25,7 +25,7 @@ import {
 import { AddrBook } from "./AddrBook.js"
 import { Chain } from "./Chain.js"
 import { Mempool } from "./Mempool.js"
-import { NetProbe, type PeerHandle, type PeerId, type PeerInfo, type PeerStats } from "./net.js"
+import { initialPeerStats, NetProbe, type PeerHandle, type PeerId, type PeerInfo } from "./net.js"
 import { Relay } from "./Relay.js"
 import { Sync } from "./Sync.js"
 
@@ -83,17 +83,6 @@ export interface PeerHooks {
 
 const ZERO_HOST = new Uint8Array(16)
 
-const initialStats: PeerStats = {
-  bytesSent: 0,
-  bytesRecv: 0,
-  pingMs: undefined,
-  syncedHeaders: -1,
-  syncedBlocks: -1,
-  banScore: 0,
-  lastBlockAt: 0,
-  lastTxAt: 0,
-}
-
 /** splitInv separates transaction items (for Relay) from block items (for Sync). */
 const splitInv = (items: ReadonlyArray<InvItem>) => {
   const txs: Array<InvItem> = []
@@ -128,7 +117,7 @@ export const run = (
       const relay = yield* Relay
       const addrBook = yield* AddrBook
       const probe = yield* NetProbe
-      const stats = yield* Ref.make(initialStats)
+      const stats = yield* Ref.make(initialPeerStats)
       const framer = new Framer(options.magic, RAW_COMMANDS)
       const nonce = options.nonce
       let closedReason: string | undefined

@@ -59,6 +59,18 @@ export interface PeerStats {
   readonly lastTxAt: number
 }
 
+/** initialPeerStats are a peer's stats at its handshake: nothing sent or measured yet. */
+export const initialPeerStats: PeerStats = {
+  bytesSent: 0,
+  bytesRecv: 0,
+  pingMs: undefined,
+  syncedHeaders: -1,
+  syncedBlocks: -1,
+  banScore: 0,
+  lastBlockAt: 0,
+  lastTxAt: 0,
+}
+
 /**
  * PeerHandle is how other actors talk to one connected peer. Sends never wait: the frame is queued
  * on the connection, and a peer whose unsent bytes exceed its send budget is disconnected (a peer that

@@ -1,5 +1,5 @@
 import { Effect, Either } from "effect"
-import type { PeerHandle, PeerInfo, PeerStats } from "../../src/actors/net.js"
+import { initialPeerStats, type PeerHandle, type PeerInfo } from "../../src/actors/net.js"
 import { type Command, decodePayload, type WireMessage } from "../../src/schema/wire.js"
 
 /** Sent is one message a fake peer was sent: decoded, also when it was sent raw. */
@@ -21,20 +21,9 @@ export interface FakePeer extends PeerHandle {
   readonly clear: () => void
 }
 
-const initialStats: PeerStats = {
-  bytesSent: 0,
-  bytesRecv: 0,
-  pingMs: undefined,
-  syncedHeaders: -1,
-  syncedBlocks: -1,
-  banScore: 0,
-  lastBlockAt: 0,
-  lastTxAt: 0,
-}
-
 /** fakePeer makes a handshaken peer `id` at 10.0.<id>.1:18444 (full node, outbound) with `info` overrides. */
 export const fakePeer = (id: number, info: Partial<PeerInfo> = {}): FakePeer => {
-  let stats = initialStats
+  let stats = initialPeerStats
   const sent: Array<Sent> = []
   const peer: FakePeer = {
     info: {
