@@ -125,7 +125,15 @@ interface State {
   readonly book: Addrman
   readonly buckets: Map<PeerId, TokenBucket>
   cache: { readonly at: number; readonly entries: ReadonlyArray<AddrEntry> } | undefined
+  /**
+   * announcements (address and time) relayed already, oldest first, at most MAX_RELAYED: each is
+   * relayed once, so a fresh announcement cannot circle the network for its whole 10 minutes
+   */
+  readonly relayed: Set<string>
 }
+
+/** MAX_RELAYED bounds the memory of relayed announcements. */
+const MAX_RELAYED = 10_000
 
 type Command =
   | {
@@ -241,7 +249,7 @@ export const make = (config: AddrBookConfig) =>
         )
       }
       yield* persist(book)
-      const state: State = { book, buckets: new Map(), cache: undefined }
+      const state: State = { book, buckets: new Map(), cache: undefined, relayed: new Set() }
       return state
     })
 
@@ -289,7 +297,12 @@ export const make = (config: AddrBookConfig) =>
           const fresh = Math.abs(now - time) <= futureSlackSeconds
           const info = state.book.get(parsed.key)
           const gossipable = info === undefined ? origin === "gossip" : isGossipable(info)
-          if ((result === "added" || fresh) && gossipable) relay.push({ ...entry, time })
+          if ((result !== "added" && !fresh) || !gossipable) continue
+          const announcement = `${parsed.key}@${time}`
+          if (state.relayed.has(announcement)) continue
+          state.relayed.add(announcement)
+          if (state.relayed.size > MAX_RELAYED) state.relayed.delete(state.relayed.values().next().value!)
+          relay.push({ ...entry, time })
         }
         return relay
       })

@@ -196,10 +196,12 @@ describe("AddrBook", () => {
         expect((yield* book.size).new).toBe(1)
         // loopback is an ordinary address here
         expect(yield* book.addGossip(from, [entry("127.0.0.1", 18444)])).toHaveLength(1)
-        // known and stale: not relayed; known and fresh: relayed
+        // known and stale: not relayed; known and fresh (a new announcement): relayed, once only
         const stale = nowSeconds - 3600
         expect(yield* book.addGossip(from, [entry("10.1.1.2", 8333, stale)])).toEqual([])
-        expect(yield* book.addGossip(from, [entry("10.1.1.2")])).toHaveLength(1)
+        expect(yield* book.addGossip(from, [entry("10.1.1.2", 8333, nowSeconds - 60)])).toHaveLength(1)
+        expect(yield* book.addGossip(from, [entry("10.1.1.2", 8333, nowSeconds - 60)])).toEqual([])
+        expect(yield* book.addGossip(peer(2, "172.17.0.1"), [entry("10.1.1.2")])).toEqual([])
         // new but stale: relayed; more than 10 entries: stored, not relayed
         expect(yield* book.addGossip(from, [entry("10.1.1.3", 8333, stale)])).toHaveLength(1)
         const eleven = Array.from({ length: 11 }, (_, i) => entry(`${30 + i}.2.0.1`))
