@@ -14,7 +14,7 @@ import {
   type Scope,
 } from "effect"
 import { type Connection, type Endpoint, Transport, TransportError } from "../layers/Transport.js"
-import { endpointKey, hostToBytes, normalizeHost } from "../schema/netaddr.js"
+import { endpointKey, hostToBytes, isUnspecifiedHost, normalizeHost } from "../schema/netaddr.js"
 import { AddrMessage } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
 import { AddrBook } from "./AddrBook.js"
@@ -151,13 +151,6 @@ type Command =
     }
   | { readonly _tag: "Peers"; readonly reply: Deferred.Deferred<ReadonlyArray<PeerHandle>> }
   | { readonly _tag: "Local"; readonly reply: Deferred.Deferred<ReadonlyArray<Endpoint>> }
-
-const isUnspecified = (host: string) => {
-  const b = hostToBytes(host)
-  if (b === undefined) return false
-  const v4 = b[10] === 0xff && b[11] === 0xff
-  return v4 ? b[12] === 0 && b[13] === 0 && b[14] === 0 && b[15] === 0 : b.every((x) => x === 0)
-}
 
 const randomNonce = Effect.zipWith(
   Random.nextIntBetween(0, 2 ** 30),
@@ -298,7 +291,7 @@ export const make = (config: NetConfig) =>
       Effect.gen(function* () {
         const seen = normalizeHost(peer.info.theirView.host)
         const host = hostToBytes(seen)
-        if (listener === undefined || host === undefined || isUnspecified(seen)) return
+        if (listener === undefined || host === undefined || isUnspecifiedHost(seen)) return
         const time = Math.floor((yield* now) / 1000)
         yield* peer.send(
           new AddrMessage({ entries: [{ time, services: config.peer.services, host, port: listenPort }] }),
@@ -410,7 +403,7 @@ export const make = (config: NetConfig) =>
           if (target !== undefined) target.failures = 0
           if (!conn.static) yield* addrBook.markGood(conn.ep, info.services)
           const seen = normalizeHost(info.theirView.host)
-          if (!isUnspecified(seen)) state.votes.set(seen, (state.votes.get(seen) ?? 0) + 1)
+          if (!isUnspecifiedHost(seen)) state.votes.set(seen, (state.votes.get(seen) ?? 0) + 1)
           // self-announcement: our address as this peer sees it, verified by whoever dials it back
           yield* announceSelf(peer)
         } else if (info.listenPort > 0) {
@@ -512,7 +505,7 @@ export const make = (config: NetConfig) =>
         .sort((a, b) => b[1] - a[1])
         .map(([host]) => ({ host, port: listenPort }))
       if (voted.length > 0) return voted
-      return isUnspecified(listener.local.host)
+      return isUnspecifiedHost(listener.local.host)
         ? []
         : [{ host: normalizeHost(listener.local.host), port: listenPort }]
     }

@@ -1,7 +1,7 @@
 import { Either } from "effect"
 import { sha256 } from "../consensus/hash.js"
 import { decodeWith, type Reader, Writer } from "../schema/codec.js"
-import { bytesToHost, endpointKey, hostToBytes, subnetOf } from "../schema/netaddr.js"
+import { bytesToHost, endpointKey, hostToBytes, isUnspecifiedBytes, subnetOf } from "../schema/netaddr.js"
 
 /**
  * addrman is the AddrBook actor's table of known addresses, after Bitcoin Core's addrman (simplified):
@@ -128,13 +128,6 @@ const randomInt = (rng: Rng, n: number): number => Math.floor(rng.next() * n)
 /** groupOf is the address group of a normalized host: IPv4 /16, IPv6 /32, a sim name its own group. */
 export const groupOf = (host: string): string => (host.includes(":") ? subnetOf(host, 8) : subnetOf(host, 16))
 
-/** isUnspecified: 0.0.0.0 or :: (never an address to dial or gossip). */
-const isUnspecified = (bytes: Uint8Array): boolean => {
-  const v4 = bytes.subarray(12).every((b) => b === 0)
-  const head = bytes.subarray(0, 10).every((b) => b === 0)
-  return head && v4 && ((bytes[10] === 0 && bytes[11] === 0) || (bytes[10] === 0xff && bytes[11] === 0xff))
-}
-
 /** Parsed is a host and port fit for the book. */
 interface Parsed {
   readonly key: string
@@ -147,7 +140,7 @@ interface Parsed {
 export const parseEndpoint = (host: string, port: number): Parsed | undefined => {
   if (!Number.isInteger(port) || port < 1 || port > 0xffff) return undefined
   const bytes = hostToBytes(host)
-  if (bytes === undefined || isUnspecified(bytes)) return undefined
+  if (bytes === undefined || isUnspecifiedBytes(bytes)) return undefined
   const normalized = bytesToHost(bytes)
   return { key: endpointKey({ host: normalized, port }), host: normalized, bytes, port }
 }

@@ -20,6 +20,19 @@ export const bytesToHost = (bytes: Uint8Array): string => {
   return v6.isIPv4MappedAddress() ? v6.toIPv4Address().toString() : v6.toRFC5952String()
 }
 
+/** isUnspecifiedBytes: the 16-byte form of 0.0.0.0 (IPv4-mapped) or :: (never an address to dial, gossip or announce). */
+export const isUnspecifiedBytes = (bytes: Uint8Array): boolean => {
+  const v4 = bytes.subarray(12).every((b) => b === 0)
+  const head = bytes.subarray(0, 10).every((b) => b === 0)
+  return head && v4 && ((bytes[10] === 0 && bytes[11] === 0) || (bytes[10] === 0xff && bytes[11] === 0xff))
+}
+
+/** isUnspecifiedHost: a host string naming 0.0.0.0 or :: (false for anything that is not an IP literal). */
+export const isUnspecifiedHost = (host: string): boolean => {
+  const bytes = hostToBytes(host)
+  return bytes !== undefined && isUnspecifiedBytes(bytes)
+}
+
 /** normalizeHost maps a host string to one spelling (`::ffff:1.2.3.4` → `1.2.3.4`); non-IPs unchanged. */
 export const normalizeHost = (host: string): string => {
   const bytes = hostToBytes(host)
