@@ -12,7 +12,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { cpSync, mkdtempSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
 import * as os from "node:os"
 import { join } from "node:path"
 import { Duration, Effect, Layer, Logger, LogLevel } from "effect"
@@ -22,6 +21,7 @@ import type { SignatureBackend } from "../src/consensus/signature.js"
 import * as Node from "../src/node/Node.js"
 import { encodeBlock } from "../src/schema/block.js"
 import { type NodeConfig, resolveConfig } from "../src/schema/config.js"
+import { freePort as freePortOnLoopback } from "../test/e2e/processes.js"
 import { pay, TestChain, testKey } from "../test/support/chain.js"
 
 const IBD_BLOCKS = 1_200
@@ -128,16 +128,7 @@ const sync = (dataDir: string, ports: ReadonlyArray<number>, height: number) =>
     ),
   )
 
-/** freePort asks the OS for a free loopback port. */
-const freePort = Effect.async<number>((resume) => {
-  const server = createServer()
-  server.listen(0, "127.0.0.1", () => {
-    const address = server.address()
-    server.close(() =>
-      resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : 0)),
-    )
-  })
-})
+const freePort = Effect.promise(freePortOnLoopback)
 
 /** ibdBench measures the baseline import, then sync from one and from three loopback peers. */
 export const ibdBench = (signer: SignatureBackend) =>
