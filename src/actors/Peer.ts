@@ -1,5 +1,7 @@
 import { Clock, Duration, Effect, Option, Random, Ref, Stream } from "effect"
+import { blockHashOf } from "../consensus/hash.js"
 import type { Connection, Endpoint } from "../layers/Transport.js"
+import { HEADER_BYTES } from "../schema/block.js"
 import { encodeMessage, encodeRawFrame, FrameEvent, Framer, MAX_FRAME_PAYLOAD } from "../schema/frame.js"
 import { toHex } from "../schema/hex.js"
 import { bytesToHost, hostToBytes } from "../schema/netaddr.js"
@@ -27,13 +29,32 @@ import { Chain } from "./Chain.js"
 import { Mempool } from "./Mempool.js"
 import { initialPeerStats, NetProbe, type PeerHandle, type PeerId, type PeerInfo } from "./net.js"
 import { Relay } from "./Relay.js"
+import type { PeerGuard } from "./SpamFilter.js"
 import { Sync } from "./Sync.js"
+import { describe, Misbehavior } from "./spamPolicy.js"
 
 /** PROTOCOL_VERSION is the version this node speaks (the first; later ones negotiate down to the lower). */
 export const PROTOCOL_VERSION = 1
 
 /** RAW_COMMANDS reach their actor undecoded: the Chain and the Mempool decode them once, there. */
 const RAW_COMMANDS: ReadonlySet<Command> = new Set<Command>(["block", "tx"])
+
+/** MAX_REQUESTED_BLOCKS bounds the memory of blocks asked of one peer and not yet delivered (Sync asks 16 at a time). */
+const MAX_REQUESTED_BLOCKS = 1_024
+
+/** entriesOf is how many entries a message carries, as its type's bucket counts them. */
+const entriesOf = (msg: WireMessage): number => {
+  switch (msg._tag) {
+    case "inv":
+    case "getdata":
+    case "notfound":
+      return msg.items.length
+    case "addr":
+      return msg.entries.length
+    default:
+      return 1
+  }
+}
 
 /** PeerOptions: what a connection's Peer says about us, and its timeouts and budget. */
 export interface PeerOptions {
@@ -102,12 +123,19 @@ const splitInv = (items: ReadonlyArray<InvItem>) => {
  * Messages are handled one at a time in arrival order, so a slow consumer slows only this peer's
  * reading (the transport then stops reading its socket). Returns when the connection ends, with the
  * reason; it never fails: a broken peer is a closed connection, not a crashed node.
+ *
+ * The spam filter's `guard` sees every byte and message first: bytes beyond the peer's byte bucket
+ * pause reading; a message beyond its buckets is dropped unread and scored; framing errors, bad
+ * checksums, undecodable payloads, anything but version/verack before the handshake and a second
+ * version are scored, and the peer is disconnected when the score reaches the ban threshold (framing
+ * errors and protocol violations disconnect at once).
  */
 export const run = (
   id: PeerId,
   conn: Connection,
   options: PeerOptions,
   hooks: PeerHooks,
+  guard: PeerGuard,
 ): Effect.Effect<string, never, Chain | Mempool | Sync | Relay | AddrBook> =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -128,6 +156,8 @@ export const run = (
       let sentVersion = false
       let handle: PeerHandle | undefined
       let servedGetAddr = false
+      /** blocks asked of this peer (hex, oldest first): a block not in here is unrequested */
+      const requestedBlocks = new Set<string>()
 
       const observe = (
         direction: "in" | "out",
@@ -172,6 +202,14 @@ export const run = (
       const send = (msg: WireMessage) =>
         Effect.suspend(() => {
           observe("out", msg._tag, msg)
+          if (msg._tag === "getdata") {
+            for (const item of msg.items) {
+              if (item.type !== INV_BLOCK) continue
+              requestedBlocks.add(toHex(item.hash))
+              if (requestedBlocks.size > MAX_REQUESTED_BLOCKS)
+                requestedBlocks.delete(requestedBlocks.values().next().value!)
+            }
+          }
           return write(encodeMessage(options.magic, msg))
         })
 
@@ -206,6 +244,19 @@ export const run = (
         )
       })
 
+      /** misbehave scores `m` with the spam filter; a banned peer (score at the threshold) is dropped. */
+      const misbehave = (m: Misbehavior) =>
+        Effect.gen(function* () {
+          const verdict = yield* guard.misbehave(m)
+          yield* Ref.update(stats, (s) => ({ ...s, banScore: verdict.score }))
+          yield* Effect.logDebug(`peer ${id}: ${describe(m)}; score ${verdict.score}`)
+          if (verdict.banned) yield* disconnect(`banned: ${describe(m)}`)
+        })
+
+      /** violation scores a protocol violation and drops the peer whatever its score. */
+      const violation = (detail: string) =>
+        Effect.zipRight(misbehave(Misbehavior.ProtocolViolation({ detail })), disconnect(detail))
+
       const makeHandle = (version: VersionMessage, connectedAt: number): PeerHandle => {
         const theirView: Endpoint = {
           host: bytesToHost(version.theirAddress.host),
@@ -231,6 +282,7 @@ export const run = (
           disconnect,
           stats: Ref.get(stats),
           updateStats: (f) => Ref.update(stats, f),
+          misbehave,
         }
       }
 
@@ -265,15 +317,17 @@ export const run = (
       const onHandshakeMessage = (msg: WireMessage) =>
         Effect.gen(function* () {
           if (msg._tag === "version") {
-            if (theirVersion !== undefined) return
+            if (theirVersion !== undefined) return yield* violation("a second version message")
             if (hooks.isOwnNonce(msg.nonce)) return yield* disconnect("connected to self")
             theirVersion = msg
             yield* sendVersion
             yield* send(new VerackMessage())
           } else if (msg._tag === "verack") {
+            if (theirVersion === undefined) return yield* violation("verack before version")
             gotVerack = true
+          } else {
+            return yield* violation(`${msg._tag} before the handshake`)
           }
-          // anything else before the handshake is ignored (Core scores it; the spam filter will)
           if (theirVersion === undefined || !gotVerack || closedReason !== undefined) return
           const peer = makeHandle(theirVersion, yield* Clock.currentTimeMillis)
           if (!(yield* hooks.ready(peer))) return yield* disconnect("refused by the peer manager")
@@ -330,30 +384,59 @@ export const run = (
             return Effect.logDebug(`peer ${id} rejected our ${msg.command}: ${msg.reason}`)
           case "version":
           case "verack":
-            return Effect.void // repeated handshake messages are ignored
+            return violation(`a second ${msg._tag}`)
           case "tx":
           case "block":
             return Effect.void // arrive raw (RAW_COMMANDS)
         }
       }
 
+      /** onBlock passes a block on if it was asked for, or if the unrequested allowance has room. */
+      const onBlock = (peer: PeerHandle, payload: Uint8Array) =>
+        Effect.gen(function* () {
+          const hex =
+            payload.length >= HEADER_BYTES ? toHex(blockHashOf(payload.subarray(0, HEADER_BYTES))) : ""
+          if (!requestedBlocks.delete(hex) && !(yield* guard.unrequested("block"))) return yield* afterDrop
+          yield* sync.receiveBlock(peer, payload)
+        })
+
+      /** afterDrop mirrors the guard's score into the stats and drops a banned peer. */
+      const afterDrop = Effect.gen(function* () {
+        const { score, banned } = yield* guard.standing
+        yield* Ref.update(stats, (s) => ({ ...s, banScore: score }))
+        if (banned) yield* disconnect("banned: flooding")
+      })
+
       const onEvent = (event: FrameEvent): Effect.Effect<void> =>
         FrameEvent.$match(event, {
           Error: ({ error }) =>
             framer.closed
-              ? disconnect(`bad frame: ${error.message}`)
-              : Effect.logDebug(`peer ${id}: bad ${error.what}: ${error.message}`).pipe(
-                  Effect.zipRight(Ref.update(stats, (s) => ({ ...s, banScore: s.banScore + 10 }))),
+              ? Effect.zipRight(
+                  misbehave(Misbehavior.BadFrame({ error })),
+                  disconnect(`bad frame: ${error.message}`),
+                )
+              : misbehave(
+                  error.what === "frame.checksum"
+                    ? Misbehavior.BadChecksum()
+                    : Misbehavior.Malformed({ error }),
                 ),
-          Raw: ({ command, payload }) => {
-            observe("in", command, undefined, payload)
-            if (handle === undefined) return Effect.void
-            return command === "block" ? sync.receiveBlock(handle, payload) : relay.receiveTx(handle, payload)
-          },
-          Message: ({ message }) => {
-            observe("in", message._tag, message)
-            return handle === undefined ? onHandshakeMessage(message) : onMessage(handle, message)
-          },
+          Raw: ({ command, payload }) =>
+            Effect.gen(function* () {
+              observe("in", command, undefined, payload)
+              if (handle === undefined) return yield* violation(`${command} before the handshake`)
+              if (!(yield* guard.admit(command, 1))) return yield* afterDrop
+              return command === "block"
+                ? yield* onBlock(handle, payload)
+                : yield* relay.receiveTx(handle, payload)
+            }),
+          Message: ({ message }) =>
+            Effect.gen(function* () {
+              observe("in", message._tag, message)
+              if (!(yield* guard.admit(message._tag, entriesOf(message)))) return yield* afterDrop
+              return handle === undefined
+                ? yield* onHandshakeMessage(message)
+                : yield* onMessage(handle, message)
+            }),
         })
 
       // -- timers: handshake deadline, pings, idleness ------------------------------------------------
@@ -394,6 +477,9 @@ export const run = (
               if (closedReason !== undefined) return
               yield* onEvent(event)
             }
+            // over its byte rate: stop reading for a while (the peer's send buffer fills, not our memory)
+            const pause = yield* guard.throttle(chunk.length)
+            if (pause > 0 && closedReason === undefined) yield* Effect.sleep(Duration.millis(pause))
           }),
         ),
         Effect.catchAll((e) => disconnect(e.message)),

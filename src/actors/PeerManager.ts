@@ -24,6 +24,7 @@ import type { Mempool } from "./Mempool.js"
 import type { PeerHandle, PeerId, PeerInfo, PeerStats } from "./net.js"
 import * as Peer from "./Peer.js"
 import type { Relay } from "./Relay.js"
+import { type PeerGuard, SpamFilter } from "./SpamFilter.js"
 import type { Sync } from "./Sync.js"
 
 /** NetConfig: where to listen, whom to connect to, limits and timings. */
@@ -79,6 +80,8 @@ export interface NetworkService {
   readonly addNode: (ep: Endpoint, command: "add" | "remove" | "onetry") => Effect.Effect<void, NetworkError>
   /** disconnectNode closes every connection to `ep` */
   readonly disconnectNode: (ep: Endpoint) => Effect.Effect<void, NetworkError>
+  /** disconnectWhere closes every connection whose remote host passes `test` (a new ban's peers); answers how many */
+  readonly disconnectWhere: (test: (host: string) => boolean, reason: string) => Effect.Effect<number>
 }
 
 export class Network extends Context.Tag("fibercoin/Network")<Network, NetworkService>() {}
@@ -149,6 +152,12 @@ type Command =
       readonly ep: Endpoint
       readonly reply: Deferred.Deferred<void, NetworkError>
     }
+  | {
+      readonly _tag: "DisconnectWhere"
+      readonly test: (host: string) => boolean
+      readonly reason: string
+      readonly reply: Deferred.Deferred<number>
+    }
   | { readonly _tag: "Peers"; readonly reply: Deferred.Deferred<ReadonlyArray<PeerHandle>> }
   | { readonly _tag: "Local"; readonly reply: Deferred.Deferred<ReadonlyArray<Endpoint>> }
 
@@ -168,6 +177,7 @@ export const make = (config: NetConfig) =>
   Effect.gen(function* () {
     const transport = yield* Transport
     const addrBook = yield* AddrBook
+    const spam = yield* SpamFilter
     const scope = yield* Effect.scope
     const context = yield* Effect.context<Chain | Mempool | Sync | Relay | AddrBook>()
     const listener = config.listen === undefined ? undefined : yield* transport.listen(config.listen)
@@ -204,14 +214,18 @@ export const make = (config: NetConfig) =>
     })
 
     /** startPeer forks the connection's fiber into the manager's scope; it reports its end as Closed. */
-    const startPeer = (conn: Conn, connect: Effect.Effect<Connection, TransportError, Scope.Scope>) =>
+    const startPeer = (
+      conn: Conn,
+      guard: PeerGuard,
+      connect: Effect.Effect<Connection, TransportError, Scope.Scope>,
+    ) =>
       Effect.gen(function* () {
         nonces.add(conn.nonce)
         const body = Effect.scoped(
           Effect.flatMap(connect, (c) =>
-            Peer.run(conn.id, c, peerOptions(conn), hooks(conn.nonce)).pipe(Effect.ensuring(c.close)),
+            Peer.run(conn.id, c, peerOptions(conn), hooks(conn.nonce), guard).pipe(Effect.ensuring(c.close)),
           ),
-        )
+        ).pipe(Effect.ensuring(guard.release))
         yield* body.pipe(
           Effect.either,
           Effect.flatMap((r) =>
@@ -230,8 +244,14 @@ export const make = (config: NetConfig) =>
         )
       })
 
+    /** dial starts an outbound connection; undefined when the spam filter refuses the address (banned). */
     const dial = (state: State, ep: Endpoint, isStatic: boolean, feeler = false) =>
       Effect.gen(function* () {
+        const admission = yield* spam.admit(ep, "outbound", isStatic)
+        if (admission._tag === "Refused") {
+          yield* Effect.logDebug(`not dialling ${endpointKey(ep)}: ${admission.reason}`)
+          return undefined
+        }
         const conn: Conn = {
           id: state.nextId++,
           inbound: false,
@@ -247,6 +267,7 @@ export const make = (config: NetConfig) =>
         yield* Effect.logDebug(`dialling ${conn.key}`)
         yield* startPeer(
           conn,
+          admission.guard,
           transport.connect(ep).pipe(
             Effect.timeoutFail({
               duration: config.connectTimeout,
@@ -363,8 +384,14 @@ export const make = (config: NetConfig) =>
 
     const onInbound = (state: State, inbound: Connection) =>
       Effect.gen(function* () {
+        const admission = yield* spam.admit(inbound.remote, "inbound", false)
+        if (admission._tag === "Refused") {
+          yield* Effect.logDebug(`inbound from ${endpointKey(inbound.remote)} refused: ${admission.reason}`)
+          return yield* inbound.abort
+        }
         if (inboundCount(state) >= config.maxInbound && !(yield* evictInbound(state))) {
           yield* Effect.logDebug(`inbound from ${endpointKey(inbound.remote)} refused: no free slot`)
+          yield* admission.guard.release
           return yield* inbound.close
         }
         const conn: Conn = {
@@ -378,7 +405,7 @@ export const make = (config: NetConfig) =>
           handle: undefined,
         }
         state.conns.set(conn.id, conn)
-        yield* startPeer(conn, Effect.succeed(inbound))
+        yield* startPeer(conn, admission.guard, Effect.succeed(inbound))
       })
 
     const onReady = (state: State, peer: PeerHandle) =>
@@ -537,6 +564,17 @@ export const make = (config: NetConfig) =>
             Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
             Effect.as(state),
           )
+        case "DisconnectWhere":
+          return Effect.gen(function* () {
+            let n = 0
+            for (const c of state.conns.values()) {
+              if (c.handle === undefined || !cmd.test(c.handle.info.addr.host)) continue
+              yield* c.handle.disconnect(cmd.reason)
+              n++
+            }
+            yield* Deferred.succeed(cmd.reply, n)
+            return state
+          })
         case "Peers":
           return Deferred.succeed(
             cmd.reply,
@@ -602,6 +640,8 @@ export const make = (config: NetConfig) =>
       addNode: (ep, command) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "AddNode", ep, command, reply })),
       disconnectNode: (ep) => Actor.ask(actor, (reply): Command => ({ _tag: "Disconnect", ep, reply })),
+      disconnectWhere: (test, reason) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "DisconnectWhere", test, reason, reply })),
     }
     return service
   })
@@ -609,5 +649,5 @@ export const make = (config: NetConfig) =>
 /** layer provides the Network service: the PeerManager and, through it, every Peer actor. */
 export const layer = (
   config: NetConfig,
-): Layer.Layer<Network, TransportError, Transport | Chain | Mempool | Sync | Relay | AddrBook> =>
+): Layer.Layer<Network, TransportError, Transport | Chain | Mempool | Sync | Relay | AddrBook | SpamFilter> =>
   Layer.scoped(Network, make(config))

@@ -30,6 +30,7 @@ import {
 import * as Actor from "./Actor.js"
 import { Mempool, type MempoolEvent, type MempoolReject } from "./Mempool.js"
 import type { PeerHandle, PeerId } from "./net.js"
+import { Misbehavior } from "./spamPolicy.js"
 
 /** RelayConfig: transaction relay timing and memory bounds. */
 export interface RelayConfig {
@@ -406,8 +407,8 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
      * handleTx gives a delivered transaction (asked for or not, as Core) to the pool. Accepted: the peer
      * was first to give us a transaction (eviction protection). Orphan: its parents not in the pool are
      * asked of the same peer (a confirmed one too: the pool does not say which it misses, and the peer
-     * answers notfound). Refused: remembered so it is not fetched again, and a rule violation's ban score
-     * goes to the peer's stats (the spam filter acts on it; Relay disconnects nobody).
+     * answers notfound). Refused: remembered so it is not fetched again, and a rule violation (or bytes
+     * that are no transaction) is reported to the spam filter, which bans at its threshold.
      */
     const handleTx = (ctx: Ctx, p: PeerRelay, payload: Uint8Array) =>
       Effect.gen(function* () {
@@ -445,10 +446,9 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         if (error._tag !== "DecodeError" && transientRejects.has(error.reason)) return
         remember(recentRejects, maxRejects, hex)
         yield* Effect.logDebug(`tx ${hex} from peer ${id} refused: ${error.message}`)
-        if (error._tag === "RuleError" && error.banScore > 0) {
-          const score = error.banScore
-          yield* p.handle.updateStats((s) => ({ ...s, banScore: s.banScore + score }))
-        }
+        if (error._tag === "DecodeError") yield* p.handle.misbehave(Misbehavior.Malformed({ error }))
+        else if (error._tag === "RuleError" && error.banScore > 0)
+          yield* p.handle.misbehave(Misbehavior.Invalid({ error }))
       })
 
     /** handleTick trickles each peer's queued announcements and moves timed-out requests on. */

@@ -32,6 +32,7 @@ import {
 import * as Actor from "./Actor.js"
 import { Chain, type HeaderTip } from "./Chain.js"
 import type { PeerHandle, PeerId } from "./net.js"
+import { Misbehavior } from "./spamPolicy.js"
 
 /** SyncConfig: block download limits and timeouts (Core's defaults where it has them). */
 export interface SyncConfig {
@@ -268,10 +269,10 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
       registry.delete(id)
     }
 
-    /** misbehaving raises the peer's ban score by `score` and drops it (bcoin: the network code alone penalizes). */
-    const misbehaving = (state: State, ps: PeerState, score: number, reason: string) =>
+    /** misbehaving reports the failure to the spam filter and drops the peer (bcoin: the network code alone penalizes). */
+    const misbehaving = (state: State, ps: PeerState, m: Misbehavior, reason: string) =>
       Effect.gen(function* () {
-        yield* ps.handle.updateStats((s) => ({ ...s, banScore: s.banScore + score }))
+        yield* ps.handle.misbehave(m)
         yield* drop(state, ps, reason)
       })
 
@@ -422,7 +423,13 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
               return yield* drop(state, ps, "too many unconnecting headers")
             return yield* requestHeaders(ps)
           }
-          if (e.banScore > 0) return yield* misbehaving(state, ps, e.banScore, `invalid headers: ${e.reason}`)
+          if (e.banScore > 0)
+            return yield* misbehaving(
+              state,
+              ps,
+              Misbehavior.Invalid({ error: e }),
+              `invalid headers: ${e.reason}`,
+            )
           return yield* Effect.logDebug(`peer ${ps.handle.info.id}: headers refused: ${e.message}`)
         }
         ps.unconnecting = 0
@@ -475,8 +482,19 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
         if (Either.isLeft(submitted)) {
           const e = submitted.left
           if (e._tag === "DecodeError")
-            return yield* misbehaving(state, ps, 100, `malformed block: ${e.message}`)
-          if (e.banScore > 0) return yield* misbehaving(state, ps, e.banScore, `invalid block: ${e.reason}`)
+            return yield* misbehaving(
+              state,
+              ps,
+              Misbehavior.Malformed({ error: e }),
+              `malformed block: ${e.message}`,
+            )
+          if (e.banScore > 0)
+            return yield* misbehaving(
+              state,
+              ps,
+              Misbehavior.Invalid({ error: e }),
+              `invalid block: ${e.reason}`,
+            )
           return yield* Effect.logDebug(`peer ${ps.handle.info.id}: block ${hex} refused: ${e.message}`)
         }
         if (submitted.right === "duplicate") return

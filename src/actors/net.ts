@@ -1,6 +1,7 @@
 import { Context, type Effect } from "effect"
 import type { Endpoint } from "../layers/Transport.js"
 import type { Command, WireMessage } from "../schema/wire.js"
+import type { Misbehavior } from "./spamPolicy.js"
 
 /**
  * net.ts holds what the P2P actors share: the handle of a connected peer (Peer.ts makes one per
@@ -42,7 +43,7 @@ export interface PeerInfo {
 
 /**
  * PeerStats change while the peer is connected: the Peer actor keeps the byte counts and ping time,
- * Sync the synced heights, the spam filter (a later issue) the ban score.
+ * Sync the synced heights; the ban score mirrors the spam filter's misbehaviour score.
  */
 export interface PeerStats {
   readonly bytesSent: number
@@ -85,8 +86,13 @@ export interface PeerHandle {
   /** disconnect closes the connection (idempotent); `reason` goes to the log */
   readonly disconnect: (reason: string) => Effect.Effect<void>
   readonly stats: Effect.Effect<PeerStats>
-  /** updateStats changes the stats that other actors own (synced heights, ban score, last block/tx times) */
+  /** updateStats changes the stats that other actors own (synced heights, last block/tx times) */
   readonly updateStats: (f: (s: PeerStats) => PeerStats) => Effect.Effect<void>
+  /**
+   * misbehave reports what the peer did wrong to the spam filter (its score goes up by the policy's
+   * mapping); at the ban threshold the peer is disconnected and its address banned
+   */
+  readonly misbehave: (m: Misbehavior) => Effect.Effect<void>
 }
 
 /** ProbeEvent is one message crossing a connection, as the probe sees it. */

@@ -9,7 +9,9 @@ import * as MinerActor from "../actors/Miner.js"
 import { defaultPeerTimings } from "../actors/Peer.js"
 import * as PeerManager from "../actors/PeerManager.js"
 import * as RelayActor from "../actors/Relay.js"
+import * as SpamFilterActor from "../actors/SpamFilter.js"
 import * as SyncActor from "../actors/Sync.js"
+import { defaultSpamPolicy, type SpamPolicy } from "../actors/spamPolicy.js"
 import * as WalletActor from "../actors/Wallet.js"
 import { Wallet } from "../actors/Wallet.js"
 import { decodeAddress } from "../consensus/address.js"
@@ -86,6 +88,12 @@ export const netConfigOf = (config: NodeConfig): PeerManager.NetConfig => ({
   selfAnnounceInterval: Duration.hours(24),
 })
 
+/** spamPolicyOf is the spam policy a config asks for: its `spam` keys over the defaults, bans of limits.banSeconds. */
+export const spamPolicyOf = (config: NodeConfig): SpamPolicy => {
+  const given = Object.entries(config.spam).filter(([, v]) => v !== undefined)
+  return { ...defaultSpamPolicy, ...Object.fromEntries(given), banSeconds: config.limits.banSeconds }
+}
+
 /** NodeOptions are what an embedding program or a simulation swaps: the transport (default TCP). */
 export interface NodeOptions {
   readonly transport?: Layer.Layer<Transport>
@@ -93,19 +101,22 @@ export interface NodeOptions {
   readonly net?: Partial<PeerManager.NetConfig>
   readonly sync?: SyncActor.SyncConfig
   readonly relay?: RelayActor.RelayConfig
+  /** overrides of the spam policy derived from the config */
+  readonly spam?: Partial<SpamPolicy>
   /** "inline" verifies signatures on the calling fiber (simulations: no threads); default a worker pool */
   readonly verifier?: "pool" | "inline"
 }
 
 /**
- * network is the P2P side of a node over the given services: the Sync, Relay and AddrBook actors and
- * the PeerManager (which listens and runs one Peer actor per connection).
+ * network is the P2P side of a node over the given services: the Sync, Relay, AddrBook and SpamFilter
+ * actors and the PeerManager (which listens and runs one Peer actor per connection).
  */
 const network = (config: NodeConfig, options: NodeOptions) => {
   const actors = Layer.mergeAll(
     SyncActor.layer(options.sync ?? SyncActor.defaultSyncConfig),
     RelayActor.layer(options.relay ?? RelayActor.defaultRelayConfig),
     AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig),
+    SpamFilterActor.layer({ ...spamPolicyOf(config), ...options.spam }),
   )
   return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
     Layer.provideMerge(actors),

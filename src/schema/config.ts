@@ -43,6 +43,35 @@ export const HostPortString = Schema.transformOrFail(
 const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
 
+const NonNegativeNumber = Schema.Number.pipe(Schema.nonNegative(), Schema.finite())
+
+/** Bucket is a token bucket in node.json: `burst` at most, refilled at `rate` a second. */
+export const Bucket = Schema.Struct({
+  rate: NonNegativeNumber,
+  burst: NonNegativeNumber,
+})
+
+/**
+ * SpamConfig overrides the spam filter's policy (src/actors/spamPolicy.ts has the defaults and what
+ * each limit does): per-IP connection rate, per-peer buckets, getdata size, inbound caps per IP and
+ * subnet, the ban threshold.
+ */
+export const SpamConfig = Schema.Struct({
+  connections: Schema.optional(Bucket),
+  messages: Schema.optional(Bucket),
+  bytes: Schema.optional(Bucket),
+  inv: Schema.optional(Bucket),
+  addr: Schema.optional(Bucket),
+  tx: Schema.optional(Bucket),
+  unrequestedBlocks: Schema.optional(Bucket),
+  maxGetDataItems: Schema.optional(PositiveInt),
+  maxInboundPerIp: Schema.optional(NonNegativeInt),
+  maxInboundPer24: Schema.optional(NonNegativeInt),
+  maxInboundPer16: Schema.optional(NonNegativeInt),
+  banThreshold: Schema.optional(PositiveInt),
+})
+export type SpamConfig = typeof SpamConfig.Type
+
 /** NetworkName: the chain a node runs. */
 export const NetworkName = Schema.Literal("regtest", "testnet", "mainnet")
 /** Role: full (validates and relays), miner (full + mining), light (headers and proofs only). */
@@ -89,6 +118,7 @@ export const ConfigFile = Schema.Struct({
       banSeconds: Schema.optional(NonNegativeInt),
     }),
   ),
+  spam: Schema.optional(SpamConfig),
   wallet: Schema.optional(Schema.Struct({ passphrase: Schema.optional(Schema.NonEmptyString) })),
   log: Schema.optional(
     Schema.Struct({ level: Schema.optional(LogLevel), format: Schema.optional(LogFormat) }),
@@ -121,6 +151,8 @@ export interface NodeConfig {
     readonly handshakeTimeoutSeconds: number
     readonly banSeconds: number
   }
+  /** overrides of the spam policy's defaults (the node merges them over defaultSpamPolicy) */
+  readonly spam: SpamConfig
   readonly wallet: { readonly passphrase?: string }
   readonly log: { readonly level: typeof LogLevel.Type; readonly format: typeof LogFormat.Type }
   /** --reindex: rebuild the chain state from the stored blocks at start */
@@ -199,6 +231,7 @@ export const resolveConfig = (
       handshakeTimeoutSeconds: file.limits?.handshakeTimeoutSeconds ?? 60,
       banSeconds: file.limits?.banSeconds ?? 86_400,
     },
+    spam: { ...file.spam, ...overrides.spam },
     wallet: passphrase === undefined ? {} : { passphrase },
     log: {
       level: overrides.log?.level ?? file.log?.level ?? "info",

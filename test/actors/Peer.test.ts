@@ -6,8 +6,12 @@ import { Mempool, type MempoolService } from "../../src/actors/Mempool.js"
 import type { PeerHandle } from "../../src/actors/net.js"
 import * as Peer from "../../src/actors/Peer.js"
 import { Relay, type RelayMessage } from "../../src/actors/Relay.js"
+import * as SpamFilter from "../../src/actors/SpamFilter.js"
 import { Sync, type SyncMessage } from "../../src/actors/Sync.js"
+import { defaultSpamPolicy, type SpamPolicy } from "../../src/actors/spamPolicy.js"
+import { blockHashOf } from "../../src/consensus/hash.js"
 import { regtest } from "../../src/consensus/params.js"
+import { layerMemory } from "../../src/layers/ChainStore.js"
 import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import type { BlockHeader } from "../../src/schema/block.js"
 import { encodeMessage, encodeRawFrame, type FrameEvent, Framer } from "../../src/schema/frame.js"
@@ -174,6 +178,8 @@ interface Setup {
   readonly receiveBufferChunks?: number
   /** what hooks.ready answers */
   readonly admit?: boolean
+  /** overrides of the spam policy the connection's guard applies */
+  readonly spam?: Partial<SpamPolicy>
 }
 
 /**
@@ -216,7 +222,15 @@ const start = (setup: Setup = {}) =>
         }),
       relayAddr: () => Effect.void,
     }
-    const fiber = yield* Effect.fork(Peer.run(1, near, options, hooks).pipe(Effect.provide(layer)))
+    const spam = yield* SpamFilter.make({ ...defaultSpamPolicy, ...setup.spam }).pipe(
+      Effect.provide(layerMemory),
+    )
+    const admission = yield* spam.admit(near.remote, near.direction, false)
+    if (admission._tag === "Refused")
+      throw new Error(`spam filter refused the test connection: ${admission.reason}`)
+    const fiber = yield* Effect.fork(
+      Peer.run(1, near, options, hooks, admission.guard).pipe(Effect.provide(layer)),
+    )
 
     const received: Array<FrameEvent> = []
     const framer = new Framer(magic, RAW)
@@ -319,9 +333,7 @@ describe("Peer actor over a sim connection", () => {
       })
       expect(p.calls.syncConnected).toEqual([1])
       expect(p.calls.relayConnected).toEqual([1])
-      // repeated handshake messages change nothing; an inbound peer sends no getaddr
-      yield* p.send(farVersion(), new VerackMessage())
-      expect(p.calls.ready).toHaveLength(1)
+      // an inbound peer sends no getaddr
       expect(p.commands()).toEqual(["version", "verack"])
       // the far end closes: the Peer returns and tells Sync and Relay
       yield* p.far.close
@@ -488,10 +500,7 @@ describe("Peer actor over a sim connection", () => {
   it.scoped("block and tx frames reach Sync and Relay undecoded, byte for byte", () =>
     Effect.gen(function* () {
       const p = yield* start()
-      // before the handshake they are ignored
-      yield* p.write(encodeRawFrame(magic, "tx", bytes(9, 100)))
       yield* p.handshake
-      expect(p.calls.relayTxs).toHaveLength(0)
       const block = bytes(1, 1_000)
       const tx = bytes(2, 250)
       yield* p.write(encodeRawFrame(magic, "block", block), encodeRawFrame(magic, "tx", tx))
@@ -577,12 +586,13 @@ describe("Peer actor over a sim connection", () => {
       yield* p.send(new PingMessage({ nonce: 6n }))
       expect(yield* ended(p.fiber)).toEqual(Option.none())
       expect(p.messages("pong").map((m) => m.nonce)).toEqual([6n])
-      expect((yield* peer.stats).banScore).toBe(10)
+      expect((yield* peer.stats).banScore).toBe(50)
 
       const foreign = encodeMessage(Uint8Array.of(1, 2, 3, 4), new PingMessage({ nonce: 7n }))
       yield* p.write(foreign)
       const reason = yield* ended(p.fiber)
-      expect(Option.getOrElse(reason, () => "running")).toMatch(/^bad frame/)
+      // a wrong magic scores 100: the peer is dropped and banned
+      expect(Option.getOrElse(reason, () => "running")).toMatch(/^banned: bad frame/)
       expect(p.messages("pong")).toHaveLength(1)
     }),
   )
@@ -616,4 +626,102 @@ describe("Peer actor over a sim connection", () => {
       expect((yield* peer.stats).bytesSent).toBe(sent)
     }),
   )
+
+  describe("the spam filter's guard", () => {
+    it.scoped("a second version after the handshake is a protocol violation: scored and dropped", () =>
+      Effect.gen(function* () {
+        const p = yield* start()
+        const peer = yield* p.handshake
+        yield* p.send(farVersion())
+        expect(Option.getOrElse(yield* ended(p.fiber), () => "running")).toBe("a second version")
+        expect((yield* peer.stats).banScore).toBe(20)
+        expect(p.calls.ready).toHaveLength(1)
+      }),
+    )
+
+    it.scoped("a message before version, or a tx frame before the handshake, drops the peer", () =>
+      Effect.gen(function* () {
+        const early = yield* start()
+        yield* early.send(new PingMessage({ nonce: 1n }))
+        expect(Option.getOrElse(yield* ended(early.fiber), () => "running")).toBe("ping before the handshake")
+        expect(early.messages("pong")).toHaveLength(0)
+
+        const raw = yield* start()
+        yield* raw.write(encodeRawFrame(magic, "tx", bytes(9, 100)))
+        expect(Option.getOrElse(yield* ended(raw.fiber), () => "running")).toBe("tx before the handshake")
+        expect(raw.calls.relayTxs).toHaveLength(0)
+      }),
+    )
+
+    it.scoped("an inv beyond the inv bucket is dropped unread and scored; ten such floods ban the peer", () =>
+      Effect.gen(function* () {
+        const p = yield* start({ spam: { inv: { rate: 10, burst: 100 } } })
+        const peer = yield* p.handshake
+        const inv = (n: number, from: number) =>
+          new InvMessage({
+            items: Array.from({ length: n }, (_, i) => ({ type: INV_TX, hash: hash(from + i) })),
+          })
+        yield* p.send(inv(100, 0))
+        expect(p.calls.relayReceive).toHaveLength(1)
+        // the bucket is empty: a 50,000-entry inv is refused whole, without reaching Relay
+        yield* p.send(inv(50_000, 0))
+        expect(p.calls.relayReceive).toHaveLength(1)
+        expect((yield* peer.stats).banScore).toBe(10)
+        // after a second the bucket holds 10 entries again
+        yield* p.tick(Duration.seconds(1))
+        yield* p.send(inv(10, 0))
+        expect(p.calls.relayReceive).toHaveLength(2)
+        for (let i = 0; i < 9 && Option.isNone(yield* ended(p.fiber)); i++) yield* p.send(inv(50_000, 0))
+        expect(Option.getOrElse(yield* ended(p.fiber), () => "running")).toMatch(/^banned/)
+        expect((yield* peer.stats).banScore).toBe(100)
+        expect(p.calls.relayReceive).toHaveLength(2)
+      }),
+    )
+
+    it.scoped(
+      "blocks nobody asked for pass within the unrequested allowance; beyond it they are dropped and scored",
+      () =>
+        Effect.gen(function* () {
+          const p = yield* start({ spam: { unrequestedBlocks: { rate: 0, burst: 2 } } })
+          const peer = yield* p.handshake
+          for (let i = 0; i < 3; i++) yield* p.write(encodeRawFrame(magic, "block", bytes(i, 200)))
+          expect(p.calls.syncBlocks).toHaveLength(2)
+          expect((yield* peer.stats).banScore).toBe(10)
+          // a block we asked for always passes
+          const wanted = bytes(7, 200)
+          yield* peer.send(
+            new GetDataMessage({ items: [{ type: INV_BLOCK, hash: blockHashOf(wanted.subarray(0, 80)) }] }),
+          )
+          yield* p.write(encodeRawFrame(magic, "block", wanted))
+          expect(p.calls.syncBlocks).toHaveLength(3)
+          expect((yield* peer.stats).banScore).toBe(10)
+        }),
+    )
+
+    it.scoped("a peer over its message bucket has the excess dropped: no pong for pings beyond it", () =>
+      Effect.gen(function* () {
+        const p = yield* start({ spam: { messages: { rate: 1, burst: 5 } } })
+        yield* p.handshake // version and verack take 2 of the 5
+        yield* p.send(...Array.from({ length: 6 }, (_, i) => new PingMessage({ nonce: BigInt(i) })))
+        expect(p.messages("pong").map((m) => m.nonce)).toEqual([0n, 1n, 2n])
+        expect(yield* ended(p.fiber)).toEqual(Option.none())
+      }),
+    )
+
+    it.scoped("bytes beyond the byte bucket pause reading instead of being buffered", () =>
+      Effect.gen(function* () {
+        const p = yield* start({ spam: { bytes: { rate: 1_000, burst: 1_000 } } })
+        yield* p.handshake
+        // 2,000 bytes of pings: the second frame waits until the bucket repaid its debt
+        const ping = (n: bigint) => encodeMessage(magic, new PingMessage({ nonce: n }))
+        yield* p.write(Uint8Array.from([...ping(1n), ...new Uint8Array(0)]))
+        const big = encodeRawFrame(magic, "tx", bytes(3, 3_000))
+        yield* p.write(big, ping(2n))
+        expect(p.calls.relayTxs).toHaveLength(1)
+        expect(p.messages("pong").map((m) => m.nonce)).toEqual([1n])
+        yield* p.tick(Duration.seconds(3))
+        expect(p.messages("pong").map((m) => m.nonce)).toEqual([1n, 2n])
+      }),
+    )
+  })
 })

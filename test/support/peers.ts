@@ -1,5 +1,6 @@
 import { Effect, Either } from "effect"
 import { initialPeerStats, type PeerHandle, type PeerInfo } from "../../src/actors/net.js"
+import { type Misbehavior, scoreOf } from "../../src/actors/spamPolicy.js"
 import { type Command, decodePayload, type WireMessage } from "../../src/schema/wire.js"
 
 /** Sent is one message a fake peer was sent: decoded, also when it was sent raw. */
@@ -13,6 +14,8 @@ export interface Sent {
 /** FakePeer is a PeerHandle that records what the actor under test sends it, for unit tests of Sync, Relay, AddrBook. */
 export interface FakePeer extends PeerHandle {
   readonly sent: Array<Sent>
+  /** misbehaviors lists what the actor under test reported (each also raises stats.banScore by its score) */
+  readonly misbehaviors: Array<Misbehavior>
   /** disconnected holds the reason once `disconnect` was called */
   disconnected: string | undefined
   /** sentOf lists the messages of one command */
@@ -25,6 +28,7 @@ export interface FakePeer extends PeerHandle {
 export const fakePeer = (id: number, info: Partial<PeerInfo> = {}): FakePeer => {
   let stats = initialPeerStats
   const sent: Array<Sent> = []
+  const misbehaviors: Array<Misbehavior> = []
   const peer: FakePeer = {
     info: {
       id,
@@ -41,6 +45,7 @@ export const fakePeer = (id: number, info: Partial<PeerInfo> = {}): FakePeer => 
       ...info,
     },
     sent,
+    misbehaviors,
     disconnected: undefined,
     send: (message) => Effect.sync(() => void sent.push({ command: message._tag, message, raw: undefined })),
     sendRaw: (command, payload) =>
@@ -57,6 +62,11 @@ export const fakePeer = (id: number, info: Partial<PeerInfo> = {}): FakePeer => 
     updateStats: (f) =>
       Effect.sync(() => {
         stats = f(stats)
+      }),
+    misbehave: (m) =>
+      Effect.sync(() => {
+        misbehaviors.push(m)
+        stats = { ...stats, banScore: stats.banScore + scoreOf(m) }
       }),
     sentOf: <C extends Command>(command: C) =>
       sent
