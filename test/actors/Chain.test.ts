@@ -241,6 +241,41 @@ describe("Chain actor: most-work chain, reorgs, invalid branches", () => {
     }),
   )
 
+  it.scoped(
+    "the orphan pool is bounded by bytes too: beyond maxOrphanBytes the oldest go, a block larger than it is not kept",
+    () =>
+      Effect.gen(function* () {
+        yield* setClock
+        const a = branch(prefix, 8, 1, false)
+        const orphans = beyond(a, prefix).slice(1)
+        const sizes = orphans.map((b) => encodeBlock(b).length)
+        // room for exactly the last two orphans' bytes (and fewer than their count cap)
+        const maxOrphanBytes = sizes[sizes.length - 1]! + sizes[sizes.length - 2]!
+        const store = makeMemoryStore()
+        const layer = chainLayer(store, {
+          ...ChainActor.defaultChainConfig(regtest),
+          maxOrphanBlocks: 100,
+          maxOrphanBytes,
+        })
+        yield* Effect.gen(function* () {
+          const chain = yield* Chain
+          yield* submitAll(prefixBlocks)
+          yield* submitAll(orphans)
+          expect(yield* chain.orphanCount).toBe(2)
+        }).pipe(Effect.provide(layer))
+        const tiny = chainLayer(makeMemoryStore(), {
+          ...ChainActor.defaultChainConfig(regtest),
+          maxOrphanBytes: Math.min(...sizes) - 1,
+        })
+        yield* Effect.gen(function* () {
+          const chain = yield* Chain
+          yield* submitAll(prefixBlocks)
+          expect(yield* submitAll(orphans.slice(0, 1))).toEqual(["orphan"])
+          expect(yield* chain.orphanCount).toBe(0)
+        }).pipe(Effect.provide(tiny))
+      }),
+  )
+
   it.scoped("a restart on the same store resumes at the same tip with the same UTXO commitment", () =>
     Effect.gen(function* () {
       yield* setClock
