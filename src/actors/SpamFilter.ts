@@ -117,21 +117,44 @@ type Subnet =
     }
   | { readonly _tag: "Name"; readonly key: string }
 
-/** parseSubnet reads `1.2.3.4`, `1.2.3.0/24`, `::1`, `2001:db8::/32` into a canonical CIDR key. */
+/**
+ * parseSubnet reads an operator's ban target into a canonical CIDR key: `1.2.3.4`, `1.2.3.0/24`,
+ * `10.0.0.0/255.255.0.0`, `::1`, `2001:db8::/32`, and IPv4-mapped forms (`::ffff:1.2.3.4`,
+ * `::ffff:10.1.0.0/112`) as the IPv4 range they name. IPv4 must be four decimal parts: inet_aton's
+ * shorthands (`127.1`, octal `010.0.0.1`, `3232235777`) are refused rather than read as a surprising
+ * address. A plain name with a letter in it (a simulated host) is banned as that exact name.
+ * Anything else (extra `/`, prefix past the family's width, a non-contiguous mask) is undefined.
+ */
 export const parseSubnet = (text: string): Subnet | undefined => {
   const s = text.trim()
+  const parts = s.split("/")
+  if (parts.length > 2) return undefined
+  const [addrText = "", bitsText] = parts
+  const isV4 = ipaddr.IPv4.isValidFourPartDecimal(addrText)
+  if (!isV4 && !ipaddr.IPv6.isValid(addrText)) {
+    const isName = /^[a-zA-Z0-9._-]+$/.test(s) && /[a-zA-Z]/.test(s) && !ipaddr.isValid(s)
+    return isName ? { _tag: "Name", key: s } : undefined
+  }
   try {
-    const [addrText, bitsText] = s.includes("/") ? s.split("/", 2) : [s, undefined]
-    if (addrText === undefined || !ipaddr.isValid(addrText)) {
-      return /^[a-zA-Z0-9._-]+$/.test(s) && bitsText === undefined ? { _tag: "Name", key: s } : undefined
+    let addr: ipaddr.IPv4 | ipaddr.IPv6 = isV4 ? ipaddr.IPv4.parse(addrText) : ipaddr.IPv6.parse(addrText)
+    if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).zoneId !== undefined) return undefined
+    let bits = addr.kind() === "ipv4" ? 32 : 128
+    if (bitsText !== undefined) {
+      if (/^\d{1,3}$/.test(bitsText)) {
+        if (Number(bitsText) > bits) return undefined
+        bits = Number(bitsText)
+      } else if (addr.kind() === "ipv4" && ipaddr.IPv4.isValidFourPartDecimal(bitsText)) {
+        const fromMask = ipaddr.IPv4.parse(bitsText).prefixLengthFromSubnetMask()
+        if (fromMask === null) return undefined
+        bits = fromMask
+      } else {
+        return undefined
+      }
     }
-    let addr = ipaddr.parse(addrText)
-    if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress())
+    if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress() && bits >= 96) {
       addr = (addr as ipaddr.IPv6).toIPv4Address()
-    const max = addr.kind() === "ipv4" ? 32 : 128
-    if (bitsText !== undefined && !/^\d{1,3}$/.test(bitsText)) return undefined
-    const bits = bitsText === undefined ? max : Number(bitsText)
-    if (bits > max) return undefined
+      bits -= 96
+    }
     const network =
       addr.kind() === "ipv4"
         ? ipaddr.IPv4.networkAddressFromCIDR(`${addr.toString()}/${bits}`)
@@ -179,6 +202,12 @@ interface IpRecord {
   score: number
   lastAt: number
 }
+
+/**
+ * MAX_BAN_UNTIL is the latest end a ban can have (9999-12-31T23:59:59Z, seconds): later ones are cut
+ * to it, so a huge `setban … bantime` stays a valid date instead of crashing the actor.
+ */
+const MAX_BAN_UNTIL = 253_402_300_799
 
 /** MAX_IP_RECORDS bounds the per-IP memory (oldest forgotten first). */
 const MAX_IP_RECORDS = 10_000
@@ -310,7 +339,7 @@ export const make = (
         const entry: BanEntry = {
           subnet: subnet.key,
           createdAt: at,
-          until: until ?? at + (seconds ?? policy.banSeconds),
+          until: Math.min(MAX_BAN_UNTIL, until ?? at + (seconds ?? policy.banSeconds)),
           reason,
         }
         const map = mapOf(state, subnet)
@@ -342,6 +371,8 @@ export const make = (
           if (!rec.bucket.take(1, ms)) {
             rec.score += FLOOD_SCORE
             if (rec.score >= policy.banThreshold && policy.banSeconds > 0) {
+              // the ban is the penalty: once it expires the IP starts from a clean score
+              rec.score = 0
               yield* addBan(state, host, undefined, undefined, "connection flood").pipe(
                 Effect.catchAll((e) => Effect.logWarning(`could not ban ${host}: ${e.message}`)),
               )
@@ -400,6 +431,7 @@ export const make = (
               const subnet = parseSubnet(cmd.subnet)
               if (subnet === undefined)
                 return yield* new BanError({ code: -30, message: `Error: Invalid IP/Subnet: ${cmd.subnet}` })
+              yield* sweep(state, yield* nowSeconds)
               const map = mapOf(state, subnet)
               if (!map.has(subnet.key))
                 return yield* new BanError({

@@ -1,10 +1,13 @@
-import { Effect, Schema } from "effect"
+import { Clock, Effect, Schema } from "effect"
 import { Mempool } from "../actors/Mempool.js"
 import { PROTOCOL_VERSION } from "../actors/Peer.js"
 import { Network } from "../actors/PeerManager.js"
+import { type BanError, parseSubnet, SpamFilter } from "../actors/SpamFilter.js"
+import { defaultSpamPolicy } from "../actors/spamPolicy.js"
+import type { StorageError } from "../layers/ChainStore.js"
 import { HostPortString } from "../schema/config.js"
 import { endpointKey } from "../schema/netaddr.js"
-import { method, RpcError } from "./Server.js"
+import { invalidParameter, method, miscError, RpcError } from "./Server.js"
 
 /** userAgent is the subversion this node announces in version messages (BIP14 style). */
 export const userAgent = (version: string): string => `/fibercoin:${version}/`
@@ -16,9 +19,23 @@ const hostPort = HostPortString.pipe(
 const networkError = (e: { readonly code: number; readonly message: string }) =>
   new RpcError({ code: e.code, message: e.message })
 
+/** banError keeps a refused ban's bitcoind code (-23, -30); a storage failure is -1. */
+const banError = (e: BanError | StorageError) =>
+  e._tag === "BanError" ? new RpcError({ code: e.code, message: e.message }) : miscError(e.message)
+
+const bantime = Schema.NullOr(
+  Schema.Int.pipe(
+    Schema.nonNegative(),
+    Schema.annotations({ message: () => "expected a whole number of seconds >= 0" }),
+  ),
+)
+
+const nowSeconds = Effect.map(Clock.currentTimeMillis, (ms) => Math.floor(ms / 1000))
+
 /**
  * netMethods are the P2P RPCs, bitcoind-shaped: getpeerinfo, getconnectioncount, getnetworkinfo,
- * addnode, disconnectnode. They need the Network service (the PeerManager).
+ * addnode, disconnectnode, setban, listbanned, clearbanned. They need the Network service (the
+ * PeerManager) and the SpamFilter (the bans); each runs on the RPC server's request fiber.
  */
 export const netMethods = (version: string) => [
   method(
@@ -99,5 +116,67 @@ export const netMethods = (version: string) => [
       ),
     "close the connections to a peer",
     ["address"],
+  ),
+  method(
+    "setban",
+    Schema.Tuple(
+      Schema.String,
+      Schema.Literal("add", "remove"),
+      Schema.optionalElement(bantime),
+      Schema.optionalElement(Schema.Boolean),
+    ),
+    ([subnet, command, seconds, absolute]) =>
+      Effect.gen(function* () {
+        const spam = yield* SpamFilter
+        if (command === "remove") return yield* Effect.as(Effect.mapError(spam.unban(subnet), banError), null)
+        // the filter also bans a simulated host by name; an operator names IPs (bitcoind: no DNS here)
+        if (parseSubnet(subnet)?._tag !== "Range")
+          return yield* new RpcError({ code: -30, message: `Error: Invalid IP/Subnet: ${subnet}` })
+        const given = seconds ?? 0
+        const now = yield* nowSeconds
+        if (absolute === true && given <= now)
+          return yield* invalidParameter("Error: Absolute timestamp is in the past")
+        // 0 or absent: the configured ban time; a node that bans nothing itself (0) still honours
+        // an operator's ban, for bitcoind's default of a day
+        const fallback = spam.policy.banSeconds > 0 ? spam.policy.banSeconds : defaultSpamPolicy.banSeconds
+        const entry = yield* spam
+          .ban(subnet, {
+            ...(absolute === true ? { until: given } : { seconds: given > 0 ? given : fallback }),
+            reason: "manually added",
+            exclusive: true,
+          })
+          .pipe(Effect.mapError(banError))
+        yield* (yield* Network).disconnectWhere(
+          (host) => spam.matches(entry.subnet, host),
+          `banned (${entry.subnet}) by setban`,
+        )
+        return null
+      }),
+    'ban an IP or subnet (CIDR) for bantime seconds (0: limits.banSeconds), or until the unix time bantime when absolute; connected peers in it are dropped. "remove" lifts a ban',
+    ["subnet", "command", "bantime", "absolute"],
+  ),
+  method(
+    "listbanned",
+    Schema.Tuple(),
+    () =>
+      Effect.gen(function* () {
+        const bans = yield* (yield* SpamFilter).banned.pipe(Effect.mapError(banError))
+        const now = yield* nowSeconds
+        return bans.map((b) => ({
+          address: b.subnet,
+          ban_created: b.createdAt,
+          banned_until: b.until,
+          ban_duration: b.until - b.createdAt,
+          time_remaining: Math.max(0, b.until - now),
+          ban_reason: b.reason,
+        }))
+      }),
+    "the bans in force: address (CIDR), ban_created, banned_until, ban_duration, time_remaining (seconds), ban_reason",
+  ),
+  method(
+    "clearbanned",
+    Schema.Tuple(),
+    () => Effect.flatMap(SpamFilter, (s) => s.clearBanned).pipe(Effect.mapError(banError), Effect.as(null)),
+    "lift every ban",
   ),
 ]
