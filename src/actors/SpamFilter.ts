@@ -1,4 +1,4 @@
-import { Clock, Context, Deferred, Effect, Layer, Option, Schema, type Scope } from "effect"
+import { Clock, Context, Deferred, Effect, Layer, Metric, Option, Schema, type Scope } from "effect"
 import ipaddr from "ipaddr.js"
 import { ChainStore, type KeyedTable, type StorageError } from "../layers/ChainStore.js"
 import type { Endpoint } from "../layers/Transport.js"
@@ -103,6 +103,19 @@ export interface SpamFilterService {
 }
 
 export class SpamFilter extends Context.Tag("fibercoin/SpamFilter")<SpamFilter, SpamFilterService>() {}
+
+/** p2pBans counts bans issued (by the filter for misbehaviour or connection floods, or by setban). */
+export const p2pBans = Metric.counter("p2p_bans_total", { description: "addresses and subnets banned" })
+/** p2pBanned is the number of bans in force. */
+export const p2pBanned = Metric.gauge("p2p_banned", { description: "bans in force" })
+/** p2pDropped counts peer messages dropped unread for exceeding a bucket, by bucket. */
+export const p2pDropped = Metric.counter("p2p_messages_dropped_total", {
+  description: "peer messages dropped for exceeding a spam-filter bucket",
+})
+/** p2pRefused counts connections the filter refused, by reason (banned, rate, cap). */
+export const p2pRefused = Metric.counter("p2p_connections_refused_total", {
+  description: "connections refused by the spam filter",
+})
 
 // ---------------------------------------------------------------------------------------------------
 // Subnets
@@ -352,6 +365,7 @@ export const make = (
           textEncoder.encode(encodeRow({ createdAt: entry.createdAt, until: entry.until, reason })),
         )
         map.set(subnet.key, { subnet, entry })
+        yield* Metric.increment(p2pBans)
         yield* Effect.logInfo(
           `banned ${subnet.key} until ${new Date(entry.until * 1000).toISOString()}: ${reason}`,
         )
@@ -364,7 +378,8 @@ export const make = (
         const at = Math.floor(ms / 1000)
         const host = normalizeHost(remote.host)
         const ban = isStatic ? undefined : lookup(state, host, at)
-        if (ban !== undefined) return refused(`${host} is banned (${ban.entry.subnet}: ${ban.entry.reason})`)
+        if (ban !== undefined)
+          return yield* refused("banned", `${host} is banned (${ban.entry.subnet}: ${ban.entry.reason})`)
         let keys: ReadonlyArray<string> = []
         if (direction === "inbound") {
           const rec = ipRecord(state, host, ms)
@@ -377,20 +392,27 @@ export const make = (
                 Effect.catchAll((e) => Effect.logWarning(`could not ban ${host}: ${e.message}`)),
               )
             }
-            return refused(`${host} connects too often`)
+            return yield* refused("rate", `${host} connects too often`)
           }
           keys = inboundKeys(host)
           const caps = [policy.maxInboundPerIp, policy.maxInboundPer24, policy.maxInboundPer16]
           for (let i = 0; i < keys.length; i++) {
             if ((state.inbound.get(keys[i]!) ?? 0) >= caps[i]!)
-              return refused(`${host}: too many inbound connections from its ${["IP", "/24", "/16"][i]}`)
+              return yield* refused(
+                "cap",
+                `${host}: too many inbound connections from its ${["IP", "/24", "/16"][i]}`,
+              )
           }
           for (const k of keys) state.inbound.set(k, (state.inbound.get(k) ?? 0) + 1)
         }
         return { _tag: "Admitted", guard: makeGuard(host, keys, ms) } as const
       })
 
-    const refused = (reason: string): Admission => ({ _tag: "Refused", reason })
+    const refused = (kind: "banned" | "rate" | "cap", reason: string) =>
+      Effect.as(Metric.increment(Metric.tagged(p2pRefused, "reason", kind)), {
+        _tag: "Refused",
+        reason,
+      } as Admission)
 
     const release = (state: State, keys: ReadonlyArray<string>) => {
       for (const k of keys) {
@@ -400,7 +422,11 @@ export const make = (
       }
     }
 
-    const handle = (state: State, cmd: Cmd): Effect.Effect<State> => {
+    /** handle runs one command, then publishes how many bans are in force. */
+    const handle = (state: State, cmd: Cmd): Effect.Effect<State> =>
+      Effect.tap(handleCommand(state, cmd), (s) => Metric.set(p2pBanned, s.exact.size + s.ranges.size))
+
+    const handleCommand = (state: State, cmd: Cmd): Effect.Effect<State> => {
       const reply = <A, E>(d: Deferred.Deferred<A, E>, effect: Effect.Effect<A, E>) =>
         Effect.as(
           Effect.flatMap(Effect.exit(effect), (exit) => Deferred.done(d, exit)),
@@ -481,6 +507,7 @@ export const make = (
         mapOf(state, subnet).set(subnet.key, { subnet, entry: { subnet: subnet.key, ...row.value } })
       }
       yield* sweep(state, yield* nowSeconds)
+      yield* Metric.set(p2pBanned, state.exact.size + state.ranges.size)
       return state
     })
 
@@ -534,7 +561,11 @@ export const make = (
           return { score, banned }
         })
 
-      const flood = (bucket: FloodBucket) => Effect.as(misbehave(Misbehavior.Flood({ bucket })), false)
+      const flood = (bucket: FloodBucket) =>
+        Metric.increment(Metric.tagged(p2pDropped, "bucket", bucket)).pipe(
+          Effect.zipRight(misbehave(Misbehavior.Flood({ bucket }))),
+          Effect.as(false),
+        )
 
       return {
         admit: (command, entries) =>
@@ -551,7 +582,10 @@ export const make = (
           Effect.flatMap(Clock.currentTimeMillis, (now) =>
             unrequestedBlocks.take(1, now)
               ? Effect.succeed(true)
-              : Effect.as(misbehave(Misbehavior.Unrequested({ command })), false),
+              : Metric.increment(Metric.tagged(p2pDropped, "bucket", "unrequestedBlocks")).pipe(
+                  Effect.zipRight(misbehave(Misbehavior.Unrequested({ command }))),
+                  Effect.as(false),
+                ),
           ),
         misbehave,
         standing: Effect.sync(() => ({ score, banned })),
