@@ -9,11 +9,13 @@ import {
   type Scope,
   TestClock,
 } from "effect"
+import type { AddrBook } from "../../src/actors/AddrBook.js"
 import type { Chain } from "../../src/actors/Chain.js"
 import type { Mempool } from "../../src/actors/Mempool.js"
 import type { Miner } from "../../src/actors/Miner.js"
 import { NetProbe, type ProbeEvent } from "../../src/actors/net.js"
 import type { Network } from "../../src/actors/PeerManager.js"
+import type { SpamFilter } from "../../src/actors/SpamFilter.js"
 import type { Wallet } from "../../src/actors/Wallet.js"
 import type { SimNetwork } from "../../src/layers/TransportSim.js"
 import * as Node from "../../src/node/Node.js"
@@ -23,7 +25,7 @@ import { type NodeConfig, resolveConfig } from "../../src/schema/config.js"
 export const P2P_PORT = 18444
 
 /** SimServices are what a sim node's context holds for a test. */
-export type SimServices = Chain | Mempool | Wallet | Miner | Network
+export type SimServices = Chain | Mempool | Wallet | Miner | Network | AddrBook | SpamFilter
 
 /** SimNode is one node of a simulated network, built from the real node layer over the sim transport. */
 export interface SimNode {
