@@ -77,8 +77,9 @@ export type RelayMessage = InvMessage | NotFoundMessage
 export interface RelayService {
   readonly peerConnected: (peer: PeerHandle) => Effect.Effect<void>
   readonly peerDisconnected: (id: PeerId) => Effect.Effect<void>
+  /** receive hands over a peer's message; it waits while that peer has Actor.defaultPerSource queued or in progress */
   readonly receive: (peer: PeerHandle, msg: RelayMessage) => Effect.Effect<void>
-  /** receiveTx: a `tx` frame's payload, undecoded (the Mempool decodes it) */
+  /** receiveTx: a `tx` frame's payload, undecoded (the Mempool decodes it); waits as `receive` */
   readonly receiveTx: (peer: PeerHandle, payload: Uint8Array) => Effect.Effect<void>
 }
 
@@ -87,7 +88,11 @@ export class Relay extends Context.Tag("fibercoin/Relay")<Relay, RelayService>()
 // ---------------------------------------------------------------------------------------------------
 // The Relay actor. Everything below `make` runs on the actor's fiber; the state is nobody else's.
 
-/** mailboxCapacity: commands queued before a Peer handing over a message waits (back-pressure on its reads). */
+/**
+ * mailboxCapacity: commands queued before a sender waits. A peer's messages come through `sendFrom`
+ * (at most Actor.defaultPerSource queued or in progress per peer), so the mailbox never fills with one
+ * peer's; beyond its quota a peer's reader waits (back-pressure on its reads).
+ */
 const mailboxCapacity = 4096
 
 /** PeerRelay is what Relay keeps about one connected peer. */
@@ -538,8 +543,9 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
     const service: RelayService = {
       peerConnected: (peer) => actor.send(Command.PeerConnected({ peer })),
       peerDisconnected: (id) => actor.send(Command.PeerDisconnected({ id })),
-      receive: (peer, msg) => actor.send(Command.Receive({ peer, msg })),
-      receiveTx: (peer, payload) => actor.send(Command.ReceiveTx({ peer, payload })),
+      // a peer's messages queue within its quota: a flooder waits on itself, not everyone behind it
+      receive: (peer, msg) => actor.sendFrom(peer.info.id, Command.Receive({ peer, msg })),
+      receiveTx: (peer, payload) => actor.sendFrom(peer.info.id, Command.ReceiveTx({ peer, payload })),
     }
     return service
   })

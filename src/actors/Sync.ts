@@ -80,8 +80,12 @@ export interface SyncService {
   readonly peerConnected: (peer: PeerHandle) => Effect.Effect<void>
   /** peerDisconnected: its in-flight blocks go back to the queue */
   readonly peerDisconnected: (id: PeerId) => Effect.Effect<void>
+  /**
+   * receive hands over a peer's message; it waits while that peer has Actor.defaultPerSource messages
+   * queued or in progress (an inv is dropped instead when the mailbox is full)
+   */
   readonly receive: (peer: PeerHandle, msg: SyncMessage) => Effect.Effect<void>
-  /** receiveBlock: a `block` frame's payload, undecoded (the Chain decodes it) */
+  /** receiveBlock: a `block` frame's payload, undecoded (the Chain decodes it); waits as `receive` */
   readonly receiveBlock: (peer: PeerHandle, payload: Uint8Array) => Effect.Effect<void>
 }
 
@@ -621,12 +625,16 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
     const service: SyncService = {
       peerConnected: (peer) => actor.send(Command.Connected({ peer })),
       peerDisconnected: (id) => actor.send(Command.Disconnected({ id })),
-      // announcements are hints: a full mailbox drops them rather than stall the peer's reader
+      // announcements are hints: a full mailbox drops them rather than stall the peer's reader; the
+      // rest queue within the peer's quota (Actor.defaultPerSource), so a flooder waits on itself and
+      // another peer's headers or block wait behind at most that many of its messages. 4 per peer
+      // keeps IBD's pipeline full: while one block is validated up to three wait queued behind it,
+      // and the rest of the peer's blocks in flight wait in its socket, not in our memory.
       receive: (peer, msg) =>
         msg._tag === "inv"
           ? Effect.asVoid(actor.trySend(Command.Message({ peer, msg })))
-          : actor.send(Command.Message({ peer, msg })),
-      receiveBlock: (peer, payload) => actor.send(Command.Block({ peer, payload })),
+          : actor.sendFrom(peer.info.id, Command.Message({ peer, msg })),
+      receiveBlock: (peer, payload) => actor.sendFrom(peer.info.id, Command.Block({ peer, payload })),
     }
     return service
   })

@@ -1,9 +1,11 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, type Scope, TestClock } from "effect"
+import * as Actor from "../../src/actors/Actor.js"
 import * as ChainActor from "../../src/actors/Chain.js"
 import { Chain } from "../../src/actors/Chain.js"
 import * as MempoolActor from "../../src/actors/Mempool.js"
 import { defaultMempoolPolicy, Mempool } from "../../src/actors/Mempool.js"
+import type { PeerHandle } from "../../src/actors/net.js"
 import * as RelayActor from "../../src/actors/Relay.js"
 import { defaultRelayConfig, Relay, type RelayConfig } from "../../src/actors/Relay.js"
 import { txidOf } from "../../src/consensus/hash.js"
@@ -16,7 +18,7 @@ import { toHex } from "../../src/schema/hex.js"
 import type { Height } from "../../src/schema/primitives.js"
 import { encodeTx, type Tx } from "../../src/schema/tx.js"
 import { INV_TX, InvMessage, NotFoundMessage } from "../../src/schema/wire.js"
-import { pay, type Spendable, TestChain, type TestKey, testKey } from "../support/chain.js"
+import { fakeTxid, pay, type Spendable, TestChain, type TestKey, testKey } from "../support/chain.js"
 import { type FakePeer, fakePeer } from "../support/peers.js"
 
 const backend = loadDefaultBackend().backend
@@ -353,5 +355,53 @@ describe("Relay actor: delivered transactions", () => {
         expect(announced(a!)).toEqual([])
       }),
     ),
+  )
+})
+
+describe("Relay actor: fairness under a flood", () => {
+  it.scoped(
+    "a peer flooding invs waits on its own quota: another peer's tx is handled after at most perSource of the flood's messages",
+    () =>
+      withRelay(
+        Effect.gen(function* () {
+          const relay = yield* Relay
+          const flooder = fakePeer(1)
+          const honest = fakePeer(2)
+          /** how many of the flood's invs Relay had handled (one getdata each) when it accepted the honest tx */
+          let floodHandledAtAccept: number | undefined
+          const watched: PeerHandle = {
+            ...honest,
+            updateStats: (f) =>
+              Effect.suspend(() => {
+                floodHandledAtAccept ??= requested(flooder).length
+                return honest.updateStats(f)
+              }),
+          }
+          yield* relay.peerConnected(flooder)
+          yield* relay.peerConnected(watched)
+          let handedOver = 0
+          const flood = yield* Effect.fork(
+            Effect.forEach(
+              Array.from({ length: 10_000 }, (_, i) => fakeTxid(`flood ${i}`)),
+              (hash) =>
+                relay
+                  .receive(flooder, new InvMessage({ items: [{ type: INV_TX, hash }] }))
+                  .pipe(Effect.tap(() => Effect.sync(() => handedOver++))),
+              { discard: true },
+            ),
+          )
+          yield* eventually(() => requested(flooder).length >= 50, "the flood under way")
+          // the flooder's reader is held at its quota: it is never more than perSource messages ahead
+          expect(handedOver - requested(flooder).length).toBeLessThanOrEqual(Actor.defaultPerSource)
+          const before = requested(flooder).length
+          const tx = send(coin(0))
+          yield* relay.receiveTx(watched, encodeTx(tx))
+          yield* eventuallyE(inPool(tx), "the honest tx in the pool")
+          expect(floodHandledAtAccept).toBeDefined()
+          expect(floodHandledAtAccept! - before).toBeLessThanOrEqual(Actor.defaultPerSource)
+          expect(flood.unsafePoll()).toBeNull()
+        }),
+        { ...defaultRelayConfig, maxInFlightPerPeer: 1_000_000, maxAnnouncementsPerPeer: 1_000_000 },
+      ),
   )
 })

@@ -112,10 +112,15 @@ const headersFor = (r: Remote, locator: ReadonlyArray<Uint8Array>, stop: Uint8Ar
   return out
 }
 
-/** respond answers what the node sent `r` since the last call. */
+/**
+ * respond answers what the node sent `r` since the last call (not what it sends meanwhile: a peer's
+ * block handover waits for Sync within its quota, and Sync's next getdata to it is the next round's,
+ * so one pump fiber serves every remote in turn, as their own readers would in parallel).
+ */
 const respond = (sync: SyncService, r: Remote) =>
   Effect.gen(function* () {
-    while (r.cursor < r.peer.sent.length) {
+    const end = r.peer.sent.length
+    while (r.cursor < end) {
       const { message } = r.peer.sent[r.cursor++]!
       if (message._tag === "getheaders" && r.answerHeaders) {
         const headers = headersFor(r, message.locator, message.stop)
