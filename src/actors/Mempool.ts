@@ -779,9 +779,18 @@ export const make = (
         for (const event of yield* Queue.takeAll(chainEvents)) yield* handleChainEvent(state, event)
       })
 
+    /**
+     * handleAccept refuses a transaction it holds already by its txid, before decoding it or running
+     * any rule (Core's AlreadyHaveTx: a duplicate costs one hash, issue 7); one it keeps as an orphan
+     * answers Orphan again.
+     */
     const handleAccept = (state: State, bytes: Uint8Array, allowOrphan: boolean) =>
       Effect.gen(function* () {
         const copy = new Uint8Array(bytes)
+        const txid = txidOf(copy)
+        const hex = toHex(txid)
+        if (state.pool.has(hex)) return yield* reject("txn-already-in-mempool")
+        if (allowOrphan && state.orphans.has(hex)) return { _tag: "Orphan", txid } as const
         const tx = yield* decodeTx(copy)
         const result = yield* acceptOne(state, tx, copy, allowOrphan)
         if (result._tag === "Accepted") yield* resolveOrphans(state, [toHex(result.txid)])

@@ -55,6 +55,12 @@ export interface RelayConfig {
   readonly maxRecentRejects?: number
   /** transactions remembered as confirmed (removed from the pool by a block), so they are not fetched again */
   readonly maxRecentConfirmed?: number
+  /**
+   * transactions remembered as in the pool (accepted, not removed since), so a copy delivered again is
+   * dropped by its txid without asking the pool; beyond it the oldest are forgotten, and a copy of one
+   * of those goes to the pool, which refuses it by txid too
+   */
+  readonly maxRecentAccepted?: number
 }
 
 export const defaultRelayConfig: RelayConfig = {
@@ -65,6 +71,7 @@ export const defaultRelayConfig: RelayConfig = {
   maxAnnouncementsPerPeer: 5_000,
   maxRecentRejects: 50_000,
   maxRecentConfirmed: 50_000,
+  maxRecentAccepted: 50_000,
 }
 
 /** RelayMessage is what a Peer hands to Relay: inv/notfound holding transaction items only. */
@@ -132,6 +139,12 @@ interface State {
   readonly recentRejects: Set<string>
   /** txids (hex) a block took out of the pool: not fetched again (bounded) */
   readonly recentConfirmed: Set<string>
+  /**
+   * txids (hex) in the pool, as its events tell (TxAccepted in, TxRemoved out): neither fetched nor
+   * handed to the pool again (bounded, oldest forgotten first; empty after a restart: a miss only
+   * costs a round trip to the pool)
+   */
+  readonly recentAccepted: Set<string>
 }
 
 /** Ctx is one command's view: the state, its time, and the getdata items to send when it is done. */
@@ -192,6 +205,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
     const maxAnnounced = config.maxAnnouncementsPerPeer ?? defaultRelayConfig.maxAnnouncementsPerPeer!
     const maxRejects = config.maxRecentRejects ?? defaultRelayConfig.maxRecentRejects!
     const maxConfirmed = config.maxRecentConfirmed ?? defaultRelayConfig.maxRecentConfirmed!
+    const maxAccepted = config.maxRecentAccepted ?? defaultRelayConfig.maxRecentAccepted!
     const timeoutMs = Duration.toMillis(config.requestTimeout)
 
     /**
@@ -215,6 +229,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         requests: new Map(),
         recentRejects: new Set(),
         recentConfirmed: new Set(),
+        recentAccepted: new Set(),
       }),
     )
 
@@ -294,16 +309,20 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
       }
     }
 
+    /** seen: the transaction was refused, confirmed or accepted lately: nothing is asked of anyone about it. */
+    const seen = (state: State, hex: string): boolean =>
+      state.recentRejects.has(hex) || state.recentConfirmed.has(hex) || state.recentAccepted.has(hex)
+
     /**
      * want records that peer `p` has transaction `txid` and fetches it unless we have it, it was
      * refused or confirmed lately, or it is being fetched already (then `p` joins its announcers).
      */
     const want = (ctx: Ctx, p: PeerRelay, txid: TxId) =>
       Effect.gen(function* () {
-        const { requests, recentRejects, recentConfirmed } = ctx.state
+        const { requests } = ctx.state
         const hex = toHex(txid)
         const id = p.handle.info.id
-        if (recentRejects.has(hex) || recentConfirmed.has(hex)) return
+        if (seen(ctx.state, hex)) return
         const r = requests.get(hex)
         if (r !== undefined) {
           if (r.peer === id || r.announcers.includes(id) || p.announced >= maxAnnounced) return
@@ -331,17 +350,19 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
     // -- pool events ---------------------------------------------------------------------------------
 
     const handlePoolEvent = (ctx: Ctx, event: MempoolEvent): void => {
-      const { peers, recentRejects, recentConfirmed } = ctx.state
+      const { peers, recentRejects, recentConfirmed, recentAccepted } = ctx.state
       switch (event._tag) {
         case "TxAccepted": {
           const hex = toHex(event.entry.txid)
           finish(ctx, hex)
           recentRejects.delete(hex)
+          remember(recentAccepted, maxAccepted, hex)
           for (const p of peers.values()) if (!p.known.has(hex)) p.queue.set(hex, event.entry.txid)
           return
         }
         case "TxRemoved": {
           const hex = toHex(event.txid)
+          recentAccepted.delete(hex)
           for (const p of peers.values()) p.queue.delete(hex)
           if (event.why === "block") remember(recentConfirmed, maxConfirmed, hex)
           return
@@ -413,18 +434,20 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
      * was first to give us a transaction (eviction protection). Orphan: its parents not in the pool are
      * asked of the same peer (a confirmed one too: the pool does not say which it misses, and the peer
      * answers notfound). Refused: remembered so it is not fetched again, and a rule violation (or bytes
-     * that are no transaction) is reported to the spam filter, which bans at its threshold.
+     * that are no transaction) is reported to the spam filter, which bans at its threshold. A
+     * transaction seen lately (in the pool, refused, confirmed) is dropped by its txid before the pool
+     * decodes or checks anything (issue 7: duplicates cost no validation).
      */
     const handleTx = (ctx: Ctx, p: PeerRelay, payload: Uint8Array) =>
       Effect.gen(function* () {
-        const { recentRejects, recentConfirmed } = ctx.state
+        const { recentRejects } = ctx.state
         const id = p.handle.info.id
         const txid = txidOf(payload)
         const hex = toHex(txid)
         remember(p.known, config.maxKnownPerPeer, hex)
         p.queue.delete(hex)
         finish(ctx, hex)
-        if (recentRejects.has(hex) || recentConfirmed.has(hex)) return
+        if (seen(ctx.state, hex)) return
         const exit = yield* Effect.exit(mempool.accept(payload, { allowOrphan: true }))
         yield* syncPool(ctx)
         if (Exit.isSuccess(exit)) {

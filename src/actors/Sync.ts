@@ -475,6 +475,11 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
         }
       })
 
+    /**
+     * handleBlock hands a block to the Chain. One we did not ask of this peer may be one we have: it is
+     * looked up by its hash first, and a stored one goes no further (issue 7: a duplicate costs one
+     * header hash and an index lookup, not a decode of the whole block); one we asked of it we lacked.
+     */
     const handleBlock = (state: State, ps: PeerState, payload: Uint8Array) =>
       Effect.gen(function* () {
         const hash = blockHashOf(payload.subarray(0, HEADER_BYTES))
@@ -482,6 +487,13 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
         const req = state.inFlight.get(hex)
         if (req !== undefined) release(state, req)
         remember(ps.known, hex, maxKnown)
+        if (req?.peer !== ps.handle.info.id) {
+          const known = yield* chain.entry(hash)
+          if (known._tag === "Some" && (known.value.status === "data" || known.value.status === "valid")) {
+            const { height, chainwork } = known.value
+            return yield* updateBestKnown(ps, { hash, height, chainwork })
+          }
+        }
         const submitted = yield* Effect.either(chain.submitBlock(payload))
         if (Either.isLeft(submitted)) {
           const e = submitted.left

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Effect, Either, Layer, Option, PubSub, Queue, type Scope, TestClock } from "effect"
 import * as ChainActor from "../../src/actors/Chain.js"
-import { Chain } from "../../src/actors/Chain.js"
+import { Chain, type ChainServiceApi } from "../../src/actors/Chain.js"
 import * as MempoolActor from "../../src/actors/Mempool.js"
 import {
   defaultMempoolPolicy,
@@ -51,9 +51,15 @@ const send = (from: Spendable, fee: bigint, to: TestKey = bob, lockTime = 0): Tx
 const SIZE = txSize(send(coin(0), 1000n))
 
 const verifierLayer = SigVerifier.layerInline().pipe(Layer.provide(layerDefault))
-const nodeLayer = (store: ChainStoreService, policy: MempoolPolicy) => {
+/** nodeLayer: Chain and Mempool over `store`; `wrapChain` lets a test watch the Mempool's calls into the Chain. */
+const nodeLayer = (
+  store: ChainStoreService,
+  policy: MempoolPolicy,
+  wrapChain: (chain: ChainServiceApi) => ChainServiceApi = (chain) => chain,
+) => {
   const base = Layer.merge(Layer.succeed(ChainStore, store), verifierLayer)
-  const chain = ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(Layer.provide(base))
+  const actor = ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(Layer.provide(base))
+  const chain = Layer.effect(Chain, Effect.map(Chain, wrapChain)).pipe(Layer.provide(actor))
   return MempoolActor.layer(policy).pipe(Layer.provideMerge(chain), Layer.provide(base))
 }
 
@@ -64,6 +70,7 @@ const setClock = TestClock.setTime((prefix.times[0]! + 86_400 * 2) * 1000)
 const withNode = <A, E>(
   body: Effect.Effect<A, E, Mempool | Chain | Scope.Scope>,
   policy: MempoolPolicy = defaultMempoolPolicy,
+  wrapChain?: (chain: ChainServiceApi) => ChainServiceApi,
 ) =>
   Effect.gen(function* () {
     yield* setClock
@@ -72,7 +79,7 @@ const withNode = <A, E>(
       const chain = yield* Chain
       for (const b of prefixBlocks) yield* chain.submitBlock(encodeBlock(b))
       return yield* body
-    }).pipe(Effect.provide(nodeLayer(store, policy)))
+    }).pipe(Effect.provide(nodeLayer(store, policy, wrapChain)))
   })
 
 const submit = (block: Block) => Effect.flatMap(Chain, (chain) => chain.submitBlock(encodeBlock(block)))
@@ -202,6 +209,41 @@ describe("Mempool actor: acceptance", () => {
       }),
       { ...defaultMempoolPolicy, maxOrphans: 2 },
     ),
+  )
+})
+
+describe("Mempool actor: duplicates", () => {
+  it.scoped(
+    "a transaction it holds, in the pool or as an orphan, is answered by its txid before any rule runs",
+    () => {
+      /** reads of the chain's tip: every acceptance takes it for its contextual checks */
+      let tipReads = 0
+      return withNode(
+        Effect.gen(function* () {
+          const parent = send(coin(0), 1000n)
+          const orphan = send(outputOf(parent, bob), 1000n)
+          const pooled = send(coin(1), 1000n)
+          expect((yield* accept(orphan, true))._tag).toBe("Orphan")
+          expect((yield* accept(pooled))._tag).toBe("Accepted")
+          const before = tipReads
+          expect(before).toBe(2)
+          expect(yield* accept(orphan, true)).toEqual({ _tag: "Orphan", txid: txidOf(hexOf(orphan)) })
+          expect(yield* reasonOf(hexOf(pooled))).toBe("txn-already-in-mempool")
+          expect(tipReads).toBe(before)
+          // without allowOrphan (RPC) a held orphan is checked in full, and misses its inputs
+          expect(yield* reasonOf(hexOf(orphan))).toBe("missing-inputs")
+          expect(tipReads).toBe(before + 1)
+        }),
+        defaultMempoolPolicy,
+        (chain) => ({
+          ...chain,
+          tip: Effect.suspend(() => {
+            tipReads++
+            return chain.tip
+          }),
+        }),
+      )
+    },
   )
 })
 

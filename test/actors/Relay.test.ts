@@ -4,7 +4,7 @@ import * as Actor from "../../src/actors/Actor.js"
 import * as ChainActor from "../../src/actors/Chain.js"
 import { Chain } from "../../src/actors/Chain.js"
 import * as MempoolActor from "../../src/actors/Mempool.js"
-import { defaultMempoolPolicy, Mempool } from "../../src/actors/Mempool.js"
+import { defaultMempoolPolicy, Mempool, type MempoolService } from "../../src/actors/Mempool.js"
 import type { PeerHandle } from "../../src/actors/net.js"
 import * as RelayActor from "../../src/actors/Relay.js"
 import { defaultRelayConfig, Relay, type RelayConfig } from "../../src/actors/Relay.js"
@@ -61,16 +61,16 @@ const setClock = TestClock.setTime((prefix.times[0]! + 86_400 * 2) * 1000)
 const withRelay = <A, E>(
   body: Effect.Effect<A, E, Relay | Mempool | Chain | Scope.Scope>,
   config: RelayConfig = defaultRelayConfig,
+  wrapMempool: (mempool: MempoolService) => MempoolService = (mempool) => mempool,
 ) =>
   Effect.gen(function* () {
     yield* setClock
     const base = Layer.merge(Layer.succeed(ChainStore, makeMemoryStore()), verifierLayer)
     const chain = ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(Layer.provide(base))
-    const mempool = MempoolActor.layer(defaultMempoolPolicy).pipe(
-      Layer.provideMerge(chain),
-      Layer.provide(base),
-    )
-    const node = RelayActor.layer(config).pipe(Layer.provideMerge(mempool))
+    const pool = MempoolActor.layer(defaultMempoolPolicy).pipe(Layer.provide(chain), Layer.provide(base))
+    // `wrapMempool` sees every call Relay (and the test) makes into the pool
+    const mempool = Layer.effect(Mempool, Effect.map(Mempool, wrapMempool)).pipe(Layer.provide(pool))
+    const node = RelayActor.layer(config).pipe(Layer.provideMerge(Layer.merge(mempool, chain)))
     return yield* Effect.gen(function* () {
       const c = yield* Chain
       for (const b of prefixBlocks) yield* c.submitBlock(encodeBlock(b))
@@ -403,5 +403,81 @@ describe("Relay actor: fairness under a flood", () => {
         }),
         { ...defaultRelayConfig, maxInFlightPerPeer: 1_000_000, maxAnnouncementsPerPeer: 1_000_000 },
       ),
+  )
+})
+
+describe("Relay actor: duplicates", () => {
+  /** counting wraps the pool to count Relay's calls: `accept` (decode and validation) and `get` (a lookup). */
+  const counting = () => {
+    const calls = { accept: 0, get: 0 }
+    const wrap = (m: MempoolService): MempoolService => ({
+      ...m,
+      accept: (bytes, options) =>
+        Effect.suspend(() => {
+          calls.accept++
+          return m.accept(bytes, options)
+        }),
+      get: (txid) =>
+        Effect.suspend(() => {
+          calls.get++
+          return m.get(txid)
+        }),
+    })
+    return { calls, wrap }
+  }
+
+  it.scoped(
+    "a transaction in the pool, delivered or announced again by any peer, is dropped by its txid: the pool is not asked",
+    () => {
+      const { calls, wrap } = counting()
+      return withRelay(
+        Effect.gen(function* () {
+          const relay = yield* Relay
+          const [a, b, c] = yield* connect(3)
+          const tx = send(coin(0))
+          yield* deliver(a!, tx)
+          expect(calls.accept).toBe(1)
+          const gets = calls.get
+          yield* relay.receiveTx(b!, encodeTx(tx))
+          yield* relay.receiveTx(a!, encodeTx(tx))
+          yield* relay.receive(c!, inv(tx))
+          yield* settle
+          expect(calls).toEqual({ accept: 1, get: gets })
+          expect(requested(c!)).toEqual([])
+          for (const p of [a!, b!, c!]) expect((yield* p.stats).banScore).toBe(0)
+          // a new transaction still goes to the pool
+          yield* deliver(b!, send(coin(1)))
+          expect(calls.accept).toBe(2)
+        }),
+        defaultRelayConfig,
+        wrap,
+      )
+    },
+  )
+
+  it.scoped(
+    "beyond maxRecentAccepted a pooled tx is forgotten; its copy goes to the pool, which refuses it harmlessly",
+    () => {
+      const { calls, wrap } = counting()
+      return withRelay(
+        Effect.gen(function* () {
+          const relay = yield* Relay
+          const [a, b] = yield* connect(2)
+          const [first, second] = [send(coin(0)), send(coin(1))]
+          yield* deliver(a!, first)
+          yield* deliver(a!, second)
+          yield* relay.receiveTx(b!, encodeTx(first))
+          yield* eventually(() => calls.accept === 3, "the copy handed to the pool")
+          yield* settle
+          expect((yield* b!.stats).banScore).toBe(0)
+          expect(yield* inPool(first)).toBe(true)
+          // b is told of the other one only: it sent this one
+          yield* trickle
+          expect(announced(b!)).toEqual([[idOf(second)]])
+        }),
+        { ...defaultRelayConfig, maxRecentAccepted: 1 },
+        wrap,
+      )
+    },
   )
 })

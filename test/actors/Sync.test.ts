@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Logger, TestClock } from "effect"
 import * as ChainActor from "../../src/actors/Chain.js"
-import { Chain } from "../../src/actors/Chain.js"
+import { Chain, type ChainServiceApi } from "../../src/actors/Chain.js"
 import type { PeerHandle } from "../../src/actors/net.js"
 import * as SyncActor from "../../src/actors/Sync.js"
 import { Sync, type SyncService } from "../../src/actors/Sync.js"
@@ -40,8 +40,12 @@ const setClock = TestClock.setTime((remote.times[TOP]! + 3600) * 1000)
 
 const config: SyncActor.SyncConfig = SyncActor.defaultSyncConfig
 
-const nodeLayer = (cfg: SyncActor.SyncConfig = config) => {
-  const chain = ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(
+/** nodeLayer: Chain and Sync; `wrapChain` lets a test watch the calls into the Chain (Sync's and its own). */
+const nodeLayer = (
+  cfg: SyncActor.SyncConfig = config,
+  wrapChain: (chain: ChainServiceApi) => ChainServiceApi = (chain) => chain,
+) => {
+  const actor = ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(
     Layer.provide(
       Layer.merge(
         Layer.succeed(ChainStore, makeMemoryStore()),
@@ -49,14 +53,19 @@ const nodeLayer = (cfg: SyncActor.SyncConfig = config) => {
       ),
     ),
   )
+  const chain = Layer.effect(Chain, Effect.map(Chain, wrapChain)).pipe(Layer.provide(actor))
   return SyncActor.layer(cfg).pipe(Layer.provideMerge(chain))
 }
 
 /** run gives `body` a fresh node (Chain + Sync) with the clock set after the fixture. */
-const run = <A, E>(body: Effect.Effect<A, E, Chain | Sync>, cfg?: SyncActor.SyncConfig) =>
+const run = <A, E>(
+  body: Effect.Effect<A, E, Chain | Sync>,
+  cfg?: SyncActor.SyncConfig,
+  wrapChain?: (chain: ChainServiceApi) => ChainServiceApi,
+) =>
   Effect.gen(function* () {
     yield* setClock
-    return yield* body.pipe(Effect.provide(nodeLayer(cfg)))
+    return yield* body.pipe(Effect.provide(nodeLayer(cfg, wrapChain)))
   })
 
 /**
@@ -602,4 +611,43 @@ describe("Sync actor: announcements", () => {
         }),
       ),
   )
+})
+
+describe("Sync actor: duplicates", () => {
+  it.scoped("a stored block sent again unasked is looked up by its hash and not handed to the Chain", () => {
+    let submitted = 0
+    return run(
+      Effect.gen(function* () {
+        const sync = yield* Sync
+        yield* submitUpTo(5)
+        const r = makeRemote(1)
+        r.answerHeaders = false
+        yield* connect([r])
+        yield* settle([r], 50)
+        expect(submitted).toBe(5)
+        const block = (h: number) => encoded.get(toHex(remote.hashes[h]!))!
+        yield* sync.receiveBlock(r.peer, block(3))
+        yield* sync.receiveBlock(r.peer, block(5))
+        yield* settle([r], 200)
+        expect(submitted).toBe(5)
+        // the peer has it, so it knows its header: that much is learnt
+        expect((yield* stats(r.peer)).syncedHeaders).toBe(5)
+        // a block we lack goes to the Chain, asked for or not
+        yield* sync.receiveBlock(r.peer, block(6))
+        yield* pumpUntil([r], tipIs(6))
+        expect(submitted).toBe(6)
+        expect(r.peer.misbehaviors).toEqual([])
+        expect(r.peer.disconnected).toBeUndefined()
+      }),
+      config,
+      (chain) => ({
+        ...chain,
+        submitBlock: (bytes) =>
+          Effect.suspend(() => {
+            submitted++
+            return chain.submitBlock(bytes)
+          }),
+      }),
+    )
+  })
 })
