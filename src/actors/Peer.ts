@@ -407,10 +407,11 @@ export const run = (
         if (banned) yield* disconnect("banned: flooding")
       })
 
-      const onEvent = (event: FrameEvent): Effect.Effect<void> =>
+      /** onEvent handles one frame event; `closing` marks the framing error that closed the Framer (the last event of a push). */
+      const onEvent = (event: FrameEvent, closing: boolean): Effect.Effect<void> =>
         FrameEvent.$match(event, {
           Error: ({ error }) =>
-            framer.closed
+            closing
               ? Effect.zipRight(
                   misbehave(Misbehavior.BadFrame({ error })),
                   disconnect(`bad frame: ${error.message}`),
@@ -473,9 +474,10 @@ export const run = (
           Effect.gen(function* () {
             lastRecv = yield* Clock.currentTimeMillis
             yield* Ref.update(stats, (s) => ({ ...s, bytesRecv: s.bytesRecv + chunk.length }))
-            for (const event of framer.push(chunk)) {
+            const events = framer.push(chunk)
+            for (let i = 0; i < events.length; i++) {
               if (closedReason !== undefined) return
-              yield* onEvent(event)
+              yield* onEvent(events[i]!, framer.closed && i === events.length - 1)
             }
             // over its byte rate: stop reading for a while (the peer's send buffer fills, not our memory)
             const pause = yield* guard.throttle(chunk.length)

@@ -597,6 +597,19 @@ describe("Peer actor over a sim connection", () => {
     }),
   )
 
+  it.scoped("a bad payload followed by junk in one chunk scores each for what it is (20, then 100)", () =>
+    Effect.gen(function* () {
+      const p = yield* start()
+      const peer = yield* p.handshake
+      // a ping whose 7-byte payload cannot hold its nonce, then a wrong magic, in one write
+      const bad = encodeRawFrame(magic, "ping", bytes(1, 7))
+      yield* p.write(Uint8Array.from([...bad, 0, 0, 0, 0]))
+      const reason = Option.getOrElse(yield* ended(p.fiber), () => "running")
+      expect(reason).toMatch(/^banned: bad frame: cannot decode frame\.magic/)
+      expect((yield* peer.stats).banScore).toBe(120)
+    }),
+  )
+
   it.scoped("a far end that does not read is dropped once the unsent bytes pass the send budget", () =>
     Effect.gen(function* () {
       const p = yield* start({
