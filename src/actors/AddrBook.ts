@@ -18,9 +18,9 @@ import {
   parseWireHost,
   secretBytes,
 } from "./addrman.js"
-import type { PeerId, PeerInfo } from "./net.js"
+import type { PeerInfo } from "./net.js"
 
-/** AddrBookConfig: sizes of the book and the outbound subnet caps. */
+/** AddrBookConfig: sizes of the book, the outbound subnet caps, getaddr answers and addr relay. */
 export interface AddrBookConfig {
   /** outbound peers per /24 (IPv6 /64) among non-static peers */
   readonly maxOutboundPer24: number
@@ -37,9 +37,6 @@ export interface AddrBookConfig {
   /** getAddrMaxEntries and getAddrMaxPercent bound one getaddr answer (Core: 1000 and 23 %) */
   readonly getAddrMaxEntries: number
   readonly getAddrMaxPercent: number
-  /** addrRatePerSecond and addrBurst: each peer's addr token bucket (Core: 0.1/s, 1000) */
-  readonly addrRatePerSecond: number
-  readonly addrBurst: number
   /** addrRelayMaxEntries: only addr messages this small are relayed onward (Core: 10) */
   readonly addrRelayMaxEntries: number
 }
@@ -53,8 +50,6 @@ export const defaultAddrBookConfig: AddrBookConfig = {
   getAddrCacheTtl: Duration.minutes(10),
   getAddrMaxEntries: 1000,
   getAddrMaxPercent: 23,
-  addrRatePerSecond: 0.1,
-  addrBurst: 1000,
   addrRelayMaxEntries: 10,
 }
 
@@ -65,8 +60,9 @@ export const defaultAddrBookConfig: AddrBookConfig = {
 export interface AddrBookService {
   /**
    * addGossip stores entries from a peer's addr message (bucketed by the sender's group too) and
-   * returns those fit to relay onward: new to us, gossipable, within the sender's addr rate limit.
-   * An entry whose host is the sender's own host is a self-announcement (see addSelfAnnounced).
+   * returns those fit to relay onward: new to us, gossipable, not relayed before. An entry whose host
+   * is the sender's own host is a self-announcement (see addSelfAnnounced). The sender's addr rate
+   * is limited before this, by its connection's guard (SpamFilter, spamPolicy `addr`).
    */
   readonly addGossip: (
     from: PeerInfo,
@@ -110,20 +106,10 @@ export const addrTable = "addr"
 /** secretKey is the row holding the per-book bucket secret (not an endpointKey, so no clash). */
 export const secretKey = "#secret"
 
-/** rateLimitedPeers bounds the per-peer token buckets kept (ids are never reused; old ones go first). */
-const rateLimitedPeers = 4096
 const mailboxCapacity = 1024
-
-/** TokenBucket is one peer's addr allowance (Core's m_addr_token_bucket). */
-interface TokenBucket {
-  tokens: number
-  /** ms of the last refill */
-  at: number
-}
 
 interface State {
   readonly book: Addrman
-  readonly buckets: Map<PeerId, TokenBucket>
   cache: { readonly at: number; readonly entries: ReadonlyArray<AddrEntry> } | undefined
   /**
    * announcements (address and time) relayed already, oldest first, at most MAX_RELAYED: each is
@@ -249,42 +235,23 @@ export const make = (config: AddrBookConfig) =>
         )
       }
       yield* persist(book)
-      const state: State = { book, buckets: new Map(), cache: undefined, relayed: new Set() }
+      const state: State = { book, cache: undefined, relayed: new Set() }
       return state
     })
 
-    /** takeTokens refills the peer's bucket and answers how many of `wanted` entries it may process. */
-    const takeTokens = (state: State, peer: PeerId, wanted: number, now: number): number => {
-      let bucket = state.buckets.get(peer)
-      if (bucket === undefined) {
-        bucket = { tokens: config.addrBurst, at: now }
-        state.buckets.set(peer, bucket)
-        if (state.buckets.size > rateLimitedPeers) state.buckets.delete(state.buckets.keys().next().value!)
-      }
-      const elapsed = Math.max(0, now - bucket.at) / 1000
-      bucket.tokens = Math.min(config.addrBurst, bucket.tokens + elapsed * config.addrRatePerSecond)
-      bucket.at = now
-      const granted = Math.min(wanted, Math.floor(bucket.tokens))
-      bucket.tokens -= granted
-      return granted
-    }
-
-    /** handleAddGossip: rate-limit, store, and pick what to relay (small fresh messages only, as Core). */
+    /**
+     * handleAddGossip: store, and pick what to relay (small fresh messages only, as Core). The rate
+     * limit is the sender's connection guard's (one addr limiter, in the SpamFilter): what arrives here
+     * was admitted.
+     */
     const handleAddGossip = (state: State, from: PeerInfo, entries: ReadonlyArray<AddrEntry>) =>
       Effect.gen(function* () {
-        const ms = yield* nowMs
-        const now = Math.floor(ms / 1000)
-        const granted = takeTokens(state, from.id, entries.length, ms)
-        if (granted < entries.length) {
-          yield* Effect.logDebug(
-            `peer ${from.id}: ${entries.length - granted} addr entries over its rate limit`,
-          )
-        }
+        const now = yield* nowSeconds
         const fromHost = parseEndpoint(from.addr.host, 1)?.host
         const source = groupOf(fromHost ?? from.addr.host)
         const relayable = entries.length <= config.addrRelayMaxEntries
         const relay: Array<AddrEntry> = []
-        for (const entry of entries.slice(0, granted)) {
+        for (const entry of entries) {
           const parsed = parseWireHost(entry.host, entry.port)
           if (parsed === undefined) continue
           const time = Math.min(entry.time, now + futureSlackSeconds)
