@@ -22,6 +22,12 @@ export interface Actor<Cmd> {
    * still waiting when the actor shuts down is interrupted, like the callers of queued requests.
    */
   readonly sendFrom: (source: number, cmd: Cmd) => Effect.Effect<void>
+  /**
+   * trySendFrom is `sendFrom` for hints (a peer's block inv): it never waits, and answers false (the
+   * command is dropped) when the source has used its quota or the mailbox is full, so a flooding
+   * source cannot fill the mailbox with hints either
+   */
+  readonly trySendFrom: (source: number, cmd: Cmd) => Effect.Effect<boolean>
 }
 
 /**
@@ -233,6 +239,13 @@ export const make = <Cmd, S, E, R>(
       send: (cmd) => offer({ cmd, source: undefined }),
       trySend: (cmd) => Effect.sync(() => !stopped && Queue.unsafeOffer(mailbox, { cmd, source: undefined })),
       sendFrom,
+      trySendFrom: (source, cmd) =>
+        Effect.sync(() => {
+          if (closing || stopped || !tryAcquire(source)) return false
+          if (Queue.unsafeOffer(mailbox, { cmd, source })) return true
+          release(source)
+          return false
+        }),
     }
   })
 

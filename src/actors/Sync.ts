@@ -637,14 +637,15 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
     const service: SyncService = {
       peerConnected: (peer) => actor.send(Command.Connected({ peer })),
       peerDisconnected: (id) => actor.send(Command.Disconnected({ id })),
-      // announcements are hints: a full mailbox drops them rather than stall the peer's reader; the
+      // announcements are hints: dropped rather than stall the peer's reader when the peer has its
+      // quota in use or the mailbox is full (trySendFrom), so invs cannot fill the mailbox either; the
       // rest queue within the peer's quota (Actor.defaultPerSource), so a flooder waits on itself and
       // another peer's headers or block wait behind at most that many of its messages. 4 per peer
       // keeps IBD's pipeline full: while one block is validated up to three wait queued behind it,
       // and the rest of the peer's blocks in flight wait in its socket, not in our memory.
       receive: (peer, msg) =>
         msg._tag === "inv"
-          ? Effect.asVoid(actor.trySend(Command.Message({ peer, msg })))
+          ? Effect.asVoid(actor.trySendFrom(peer.info.id, Command.Message({ peer, msg })))
           : actor.sendFrom(peer.info.id, Command.Message({ peer, msg })),
       receiveBlock: (peer, payload) => actor.sendFrom(peer.info.id, Command.Block({ peer, payload })),
     }

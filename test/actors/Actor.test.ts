@@ -177,6 +177,26 @@ describe("Actor kit", () => {
       }),
   )
 
+  it.scoped(
+    "trySendFrom drops a source's hints beyond its quota, never waits, and frees the slot when handled",
+    () =>
+      Effect.gen(function* () {
+        const log: Array<number> = []
+        const actor = yield* counter(yield* Ref.make(0), 4096, 2, log)
+        const gate = yield* block(actor.send)
+        const accepted: Array<boolean> = []
+        for (let i = 0; i < 1000; i++) accepted.push(yield* actor.trySendFrom(1, { _tag: "Log", source: 1 }))
+        expect(accepted.filter((a) => a)).toHaveLength(2)
+        // another source is not held up by the first one's used quota
+        expect(yield* actor.trySendFrom(2, { _tag: "Log", source: 2 })).toBe(true)
+        yield* Deferred.succeed(gate, undefined)
+        expect(yield* get(actor)).toBe(0)
+        expect(log).toEqual([1, 1, 2])
+        // handled: the slots are free again
+        expect(yield* actor.trySendFrom(1, { _tag: "Log", source: 1 })).toBe(true)
+      }),
+  )
+
   it.scoped("a sender waiting for a slot is let in when the command holding it crashes the actor", () =>
     Effect.gen(function* () {
       const inits = yield* Ref.make(0)
