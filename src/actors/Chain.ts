@@ -29,6 +29,7 @@ import {
   type Validated,
 } from "../consensus/checkBlock.js"
 import { blockError, headerError, type RuleError } from "../consensus/errors.js"
+import { blockHashOf } from "../consensus/hash.js"
 import {
   decodeMuHash,
   encodeMuHash,
@@ -44,7 +45,7 @@ import { blockWork, medianTimePast, nextWorkRequired } from "../consensus/pow.js
 import { outpointKey, type UtxoView } from "../consensus/utxo.js"
 import { ChainStore, type StorageError } from "../layers/ChainStore.js"
 import { SigVerifier, type SigVerifierService } from "../layers/SigVerifier.js"
-import { type Block, type BlockHeader, encodeBlock } from "../schema/block.js"
+import { type Block, type BlockHeader, encodeBlock, HEADER_BYTES } from "../schema/block.js"
 import type { BlockStatus, ChainTip, IndexEntry } from "../schema/chain.js"
 import { type Coin, decodeUndo, encodeUndo } from "../schema/coin.js"
 import type { DecodeError } from "../schema/DecodeError.js"
@@ -860,20 +861,19 @@ export const make = (config: ChainConfig) =>
       bytes: Uint8Array,
     ): Effect.Effect<readonly [SubmitResult, string], RuleError | DecodeError, never> =>
       Effect.gen(function* () {
+        // a block we have (or know invalid) is recognised by its header's hash before any decoding
+        const early = bytes.length >= HEADER_BYTES ? toHex(blockHashOf(bytes.subarray(0, HEADER_BYTES))) : ""
+        const seen = state.tree.get(early)
+        if (seen?.status === "data" || seen?.status === "valid" || state.orphans.has(early))
+          return ["duplicate", early] as const
         const decoded: DecodedBlock = yield* decodeBlockWithTxids(bytes)
         const { block, txids } = decoded
         const hash = headerHash(block.header)
         const hex = toHex(hash)
         const known = state.tree.get(hex)
-        if (known !== undefined) {
-          if (known.status === "invalid") {
-            return yield* Effect.fail(
-              blockError("duplicate-invalid", known.invalidReason?.message ?? "", 100),
-            )
-          }
-          if (known.status === "data" || known.status === "valid") return ["duplicate", hex] as const
+        if (known !== undefined && known.status === "invalid") {
+          return yield* Effect.fail(blockError("duplicate-invalid", known.invalidReason?.message ?? "", 100))
         }
-        if (state.orphans.has(hex)) return ["duplicate", hex] as const
         const prevHex = toHex(block.header.prev)
         if (state.rejected.has(hex) || state.rejected.has(prevHex)) {
           rememberRejected(state, hex)

@@ -226,6 +226,24 @@ describe("Chain actor: most-work chain, reorgs, invalid branches", () => {
     }),
   )
 
+  it.scoped("a block it already has is recognised by its header hash before any decoding", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      yield* Effect.gen(function* () {
+        const chain = yield* Chain
+        yield* submitAll(prefixBlocks)
+        const last = encodeBlock(prefixBlocks[prefixBlocks.length - 1]!)
+        // the same header with bytes that would not decode (trailing junk): not even decoded
+        const padded = Uint8Array.from([...last, 0xde, 0xad])
+        expect(yield* chain.submitBlock(padded)).toBe("duplicate")
+        // an unknown header with the same junk is decoded, and refused
+        const fresh = encodeBlock(branch(prefix, 1, 7).blocks.at(-1)!)
+        const refused = yield* Effect.either(chain.submitBlock(Uint8Array.from([...fresh, 0xde, 0xad])))
+        expect(Either.isLeft(refused) && refused.left._tag).toBe("DecodeError")
+      }).pipe(Effect.provide(chainLayer(makeMemoryStore())))
+    }),
+  )
+
   it.scoped("the orphan pool is bounded: beyond its cap the oldest orphans are dropped", () =>
     Effect.gen(function* () {
       yield* setClock
