@@ -1,5 +1,7 @@
 import { Either } from "effect"
 import { describe, expect, it } from "vitest"
+import { defaultSpamPolicy } from "../../src/actors/spamPolicy.js"
+import { spamPolicyOf } from "../../src/node/Node.js"
 import { checkConfig, decodeConfigFile, parseHostPort, resolveConfig } from "../../src/schema/config.js"
 
 const decode = (json: unknown) => decodeConfigFile(JSON.stringify(json), "node.json")
@@ -102,5 +104,28 @@ describe("node.json", () => {
     expect(Either.isLeft(checkConfig(resolveConfig({ role: "light", mining: { enabled: true } }, {})))).toBe(
       true,
     )
+  })
+
+  it("the spam section overrides the policy's defaults key by key; banSeconds comes from limits", () => {
+    const file = decode({
+      spam: { messages: { rate: 50, burst: 100 }, maxInboundPerIp: 2 },
+      limits: { banSeconds: 600 },
+    })
+    if (Either.isLeft(file)) throw new Error(file.left.message)
+    const policy = spamPolicyOf(resolveConfig(file.right, {}))
+    expect(policy).toEqual({
+      ...defaultSpamPolicy,
+      messages: { rate: 50, burst: 100 },
+      maxInboundPerIp: 2,
+      banSeconds: 600,
+    })
+    expect(spamPolicyOf(resolveConfig({}, {}))).toEqual(defaultSpamPolicy)
+  })
+
+  it("a bad spam key is refused, naming it", () => {
+    expect(errorOf({ spam: { messages: { rate: -1, burst: 5 } } })).toMatch(/messages[\s\S]*rate/)
+    expect(errorOf({ spam: { inv: { rate: 5 } } })).toMatch(/inv[\s\S]*burst/)
+    expect(errorOf({ spam: { banThreshold: 0 } })).toMatch(/banThreshold/)
+    expect(errorOf({ spam: { floods: 1 } })).toMatch(/floods/)
   })
 })
