@@ -34,6 +34,7 @@ import {
   VersionMessage,
   type WireMessage,
 } from "../../src/schema/wire.js"
+import { concat } from "../support/bytes.js"
 import { pay, type Spendable, TestChain, testKey } from "../support/chain.js"
 
 /**
@@ -532,18 +533,6 @@ const varintBytes = (v: number): Uint8Array => {
 
 const varintLength = (first: number | undefined): number =>
   first === undefined ? 0 : first < 0xfd ? 1 : first === 0xfd ? 3 : first === 0xfe ? 5 : 9
-
-const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  let n = 0
-  for (const p of parts) n += p.length
-  const out = new Uint8Array(n)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
 
 /** runOf is `n` bytes of one kind a decoder may trip on: random, zeros, 0xff. */
 const runOf = (rng: Rng, n: number): Uint8Array =>

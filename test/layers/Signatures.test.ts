@@ -18,6 +18,7 @@ import {
   Signatures,
   wasmBackend,
 } from "../../src/layers/Signatures.js"
+import { concat } from "../support/bytes.js"
 
 const fromHex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, "hex"))
 const toHex = (u: Uint8Array): string => Buffer.from(u).toString("hex").toUpperCase()
@@ -78,7 +79,6 @@ const vectors = [...officialRows, ...variableLengthRows]
 const p = 0xfffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2fn
 const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n
 const bytes32 = (x: bigint): Uint8Array => fromHex(x.toString(16).padStart(64, "0"))
-const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array => Uint8Array.from(Buffer.concat(parts))
 
 const nativeBackend = Either.getOrThrow(loadNativeBackend())
 

@@ -2,23 +2,15 @@ import { describe, expect, it } from "@effect/vitest"
 import { Chunk, Clock, Effect, Either, Exit, Fiber, Queue, Random, Scope, Stream, TestClock } from "effect"
 import { type Connection, layerTcp, Transport, type TransportError } from "../../src/layers/Transport.js"
 import { type LinkOptions, makeSimNetwork } from "../../src/layers/TransportSim.js"
+import { concat } from "../support/bytes.js"
 
 const loopback = { host: "127.0.0.1", port: 0 }
 
 /** concat joins chunks into one buffer. */
-const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0))
-  let at = 0
-  for (const c of chunks) {
-    out.set(c, at)
-    at += c.length
-  }
-  return out
-}
 
 /** readAll is every byte the connection delivers until the peer closes. */
 const readAll = (conn: Connection): Effect.Effect<Uint8Array, TransportError> =>
-  Stream.runCollect(conn.read).pipe(Effect.map((chunks) => concat(Chunk.toReadonlyArray(chunks))))
+  Stream.runCollect(conn.read).pipe(Effect.map((chunks) => concat(...Chunk.toReadonlyArray(chunks))))
 
 /** pattern is `size` bytes of a seeded pseudo-random pattern (an LCG: fast, and not Math.random). */
 const pattern = (size: number, seed: number): Uint8Array => {
@@ -41,7 +33,7 @@ const readExactly = (conn: Connection, size: number): Effect.Effect<Uint8Array, 
       acc.chunks.push(chunk)
       return { chunks: acc.chunks, total: acc.total + chunk.length }
     },
-  ).pipe(Effect.map((acc) => concat(acc.chunks)))
+  ).pipe(Effect.map((acc) => concat(...acc.chunks)))
 
 /** writeInPieces writes `bytes` in seeded random-sized writes (1 B to 64 KiB). */
 const writeInPieces = (conn: Connection, bytes: Uint8Array, seed: number) =>

@@ -37,6 +37,7 @@ import {
   VersionMessage,
   type WireMessage,
 } from "../../src/schema/wire.js"
+import { concat } from "../support/bytes.js"
 import { pay } from "../support/chain.js"
 import { blockRuleCases, COIN, makeRuleFixture, type RuleFixture, txRuleCases } from "../support/ruleCases.js"
 import {
@@ -131,16 +132,6 @@ const versionOf = (nonce: bigint) =>
 /** HANDSHAKE_BYTES is what a test peer sends for its handshake (version and verack frames). */
 const HANDSHAKE_BYTES =
   encodeMessage(magic, versionOf(1n)).length + encodeMessage(magic, new VerackMessage()).length
-
-const concat = (...parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
 
 /** hashOf is a distinct 32-byte hash for (label, n), for announcing things that do not exist. */
 const hashOf = (label: number, n: number): Uint8Array => {

@@ -44,6 +44,7 @@ import {
   type WireMessage,
 } from "../../src/schema/wire.js"
 import { arbBlock, arbHeader, arbTx, bytes32, mutate, u32 } from "../support/arbitraries.js"
+import { concat } from "../support/bytes.js"
 
 const SEED = 0x5eed
 const MAGIC = regtest.magic
@@ -95,16 +96,6 @@ const arbMessage: fc.Arbitrary<WireMessage> = fc.oneof(
     ),
   fc.constant(undefined).map(() => new SendHeadersMessage()),
 )
-
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
 
 /** split cuts bytes at the given points (taken modulo the length). */
 const split = (bytes: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
@@ -169,7 +160,7 @@ describe("wire messages", () => {
         fc.array(arbMessage, { minLength: 1, maxLength: 6 }),
         fc.array(fc.nat(), { maxLength: 12 }),
         (messages, cuts) => {
-          const stream = concat(messages.map((m) => encodeMessage(MAGIC, m)))
+          const stream = concat(...messages.map((m) => encodeMessage(MAGIC, m)))
           const framer = new Framer(MAGIC)
           const events = feed(framer, split(stream, cuts))
           expect(events.map((e) => e._tag)).toEqual(messages.map(() => "Message"))
@@ -202,7 +193,7 @@ describe("wire messages", () => {
   it("a frame split byte by byte still decodes", () => {
     // genesis holds node Buffers; a decoded copy holds plain Uint8Arrays, as decoded messages do
     const block = new BlockMessage({ block: Either.getOrThrow(decodeBlock(encodeBlock(regtest.genesis))) })
-    const stream = concat([encodeMessage(MAGIC, version), encodeMessage(MAGIC, block)])
+    const stream = concat(...[encodeMessage(MAGIC, version), encodeMessage(MAGIC, block)])
     const framer = new Framer(MAGIC)
     const events = feed(
       framer,
@@ -259,7 +250,7 @@ describe("decoding untrusted bytes never throws", () => {
         fc.array(fc.nat(), { maxLength: 6 }),
         (prefix, body, cuts) => {
           const framer = new Framer(MAGIC)
-          const events = feed(framer, split(concat([prefix ?? new Uint8Array(0), body]), cuts))
+          const events = feed(framer, split(concat(...[prefix ?? new Uint8Array(0), body]), cuts))
           for (const e of events) expect(["Message", "Error"]).toContain(e._tag)
           if (framer.closed) expect(framer.push(body)).toEqual([])
         },
@@ -349,7 +340,7 @@ describe("the Framer refuses bad frames with typed errors", () => {
     const framer = new Framer(MAGIC)
     const bad = encodeMessage(MAGIC, new PingMessage({ nonce: 7n }))
     bad[20]! ^= 1
-    const events = framer.push(concat([bad, encodeMessage(MAGIC, new PongMessage({ nonce: 7n }))]))
+    const events = framer.push(concat(...[bad, encodeMessage(MAGIC, new PongMessage({ nonce: 7n }))]))
     expect(events).toHaveLength(2)
     expect(events[0]).toMatchObject({
       _tag: "Error",
@@ -361,7 +352,9 @@ describe("the Framer refuses bad frames with typed errors", () => {
 
   it("a payload that does not decode is a typed error; the framer goes on with the next frame", () => {
     const framer = new Framer(MAGIC)
-    const events = framer.push(concat([rawFrame("ping", new Uint8Array(7)), encodeMessage(MAGIC, version)]))
+    const events = framer.push(
+      concat(...[rawFrame("ping", new Uint8Array(7)), encodeMessage(MAGIC, version)]),
+    )
     expect(events).toHaveLength(2)
     expect(events[0]).toMatchObject({ _tag: "Error", error: { reason: "truncated", what: "ping.nonce" } })
     expect(events[1]).toMatchObject({ _tag: "Message", message: version })
@@ -378,7 +371,7 @@ describe("the Framer refuses bad frames with typed errors", () => {
     const invPayload = encodePayload(inv)
     expect(Either.isLeft(decodePayload("inv", invPayload))).toBe(true)
     // a count of 50,001 inside the byte cap is refused by the count check, before reading entries
-    const lying = concat([Uint8Array.of(0xfd, 0x51, 0xc3), new Uint8Array(36)])
+    const lying = concat(...[Uint8Array.of(0xfd, 0x51, 0xc3), new Uint8Array(36)])
     const counted = decodePayload("inv", lying)
     expect(Either.isLeft(counted) && counted.left).toMatchObject({
       reason: "length-exceeds-cap",
@@ -396,7 +389,7 @@ describe("the Framer refuses bad frames with typed errors", () => {
     })
     const lyingHeaders = decodePayload(
       "headers",
-      concat([Uint8Array.of(0xfd, 0xd1, 0x07), new Uint8Array(80)]),
+      concat(...[Uint8Array.of(0xfd, 0xd1, 0x07), new Uint8Array(80)]),
     )
     expect(Either.isLeft(lyingHeaders) && lyingHeaders.left).toMatchObject({
       reason: "length-exceeds-cap",
