@@ -18,6 +18,7 @@ import {
   parseWireHost,
   secretBytes,
 } from "./addrman.js"
+import { remember } from "./bounded.js"
 import type { PeerInfo } from "./net.js"
 
 /** AddrBookConfig: sizes of the book, the outbound subnet caps, getaddr answers and addr relay. */
@@ -267,8 +268,7 @@ export const make = (config: AddrBookConfig) =>
           if ((result !== "added" && !fresh) || !gossipable) continue
           const announcement = `${parsed.key}@${time}`
           if (state.relayed.has(announcement)) continue
-          state.relayed.add(announcement)
-          if (state.relayed.size > MAX_RELAYED) state.relayed.delete(state.relayed.values().next().value!)
+          remember(state.relayed, announcement, MAX_RELAYED)
           relay.push({ ...entry, time })
         }
         return relay

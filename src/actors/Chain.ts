@@ -52,6 +52,7 @@ import type { DecodeError } from "../schema/DecodeError.js"
 import { bytesEqual, toHex } from "../schema/hex.js"
 import type { BlockHash, Height, TxId } from "../schema/primitives.js"
 import * as Actor from "./Actor.js"
+import { remember } from "./bounded.js"
 
 /** PROGRESS_EVERY: connecting a long branch (reindex, a big import) logs a progress line this often. */
 const PROGRESS_EVERY = 1000
@@ -933,10 +934,7 @@ export const make = (config: ChainConfig) =>
         return [state.active[node.height] === node ? "active" : "side", hex] as const
       })
 
-    const rememberRejected = (state: State, hex: string) => {
-      state.rejected.add(hex)
-      if (state.rejected.size > MAX_REJECTED) state.rejected.delete(state.rejected.values().next().value!)
-    }
+    const rememberRejected = (state: State, hex: string) => remember(state.rejected, hex, MAX_REJECTED)
 
     const forgetNode = (state: State, node: Node) => {
       state.tree.delete(node.hex)

@@ -25,6 +25,7 @@ import {
   type WireMessage,
 } from "../schema/wire.js"
 import { AddrBook } from "./AddrBook.js"
+import { remember } from "./bounded.js"
 import { Chain } from "./Chain.js"
 import { Mempool } from "./Mempool.js"
 import { initialPeerStats, NetProbe, type PeerHandle, type PeerId, type PeerInfo } from "./net.js"
@@ -205,9 +206,7 @@ export const run = (
           if (msg._tag === "getdata") {
             for (const item of msg.items) {
               if (item.type !== INV_BLOCK) continue
-              requestedBlocks.add(toHex(item.hash))
-              if (requestedBlocks.size > MAX_REQUESTED_BLOCKS)
-                requestedBlocks.delete(requestedBlocks.values().next().value!)
+              remember(requestedBlocks, toHex(item.hash), MAX_REQUESTED_BLOCKS)
             }
           }
           return write(encodeMessage(options.magic, msg))

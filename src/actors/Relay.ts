@@ -28,6 +28,7 @@ import {
   type NotFoundMessage,
 } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
+import { remember } from "./bounded.js"
 import { Mempool, type MempoolEvent, type MempoolReject } from "./Mempool.js"
 import type { PeerHandle, PeerId } from "./net.js"
 import { Misbehavior } from "./spamPolicy.js"
@@ -165,19 +166,6 @@ type Command = Data.TaggedEnum<{
   Sync: Record<never, never>
 }>
 const Command = Data.taggedEnum<Command>()
-
-/**
- * remember adds `key` to an insertion-ordered set bounded by `cap`, forgetting the oldest beyond it
- * (a rolling filter: memory per peer stays bounded however many transactions pass).
- */
-const remember = (set: Set<string>, cap: number, key: string): void => {
-  if (set.has(key)) return
-  set.add(key)
-  if (set.size > cap) {
-    const oldest = set.values().next()
-    if (oldest.done !== true) set.delete(oldest.value)
-  }
-}
 
 /** chunks splits items into frames of at most MAX_INV_ENTRIES. */
 const chunks = <A>(items: ReadonlyArray<A>): Array<Array<A>> => {
@@ -356,7 +344,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
           const hex = toHex(event.entry.txid)
           finish(ctx, hex)
           recentRejects.delete(hex)
-          remember(recentAccepted, maxAccepted, hex)
+          remember(recentAccepted, hex, maxAccepted)
           for (const p of peers.values()) if (!p.known.has(hex)) p.queue.set(hex, event.entry.txid)
           return
         }
@@ -364,7 +352,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
           const hex = toHex(event.txid)
           recentAccepted.delete(hex)
           for (const p of peers.values()) p.queue.delete(hex)
-          if (event.why === "block") remember(recentConfirmed, maxConfirmed, hex)
+          if (event.why === "block") remember(recentConfirmed, hex, maxConfirmed)
           return
         }
       }
@@ -401,7 +389,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         for (const item of msg.items) {
           if (item.type !== INV_TX) continue
           const hex = toHex(item.hash)
-          remember(p.known, config.maxKnownPerPeer, hex)
+          remember(p.known, hex, config.maxKnownPerPeer)
           p.queue.delete(hex)
           yield* want(ctx, p, item.hash as TxId)
         }
@@ -444,7 +432,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         const id = p.handle.info.id
         const txid = txidOf(payload)
         const hex = toHex(txid)
-        remember(p.known, config.maxKnownPerPeer, hex)
+        remember(p.known, hex, config.maxKnownPerPeer)
         p.queue.delete(hex)
         finish(ctx, hex)
         if (seen(ctx.state, hex)) return
@@ -472,7 +460,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
         }
         const error: DecodeError | RuleError | MempoolReject = failure.value
         if (error._tag !== "DecodeError" && transientRejects.has(error.reason)) return
-        remember(recentRejects, maxRejects, hex)
+        remember(recentRejects, hex, maxRejects)
         yield* Effect.logDebug(`tx ${hex} from peer ${id} refused: ${error.message}`)
         if (error._tag === "DecodeError") yield* p.handle.misbehave(Misbehavior.Malformed({ error }))
         else if (error._tag === "RuleError" && error.banScore > 0)
@@ -493,7 +481,7 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
           for (const [hex, txid] of p.queue) {
             if (p.known.has(hex)) continue
             items.push({ type: INV_TX, hash: txid })
-            remember(p.known, config.maxKnownPerPeer, hex)
+            remember(p.known, hex, config.maxKnownPerPeer)
           }
           p.queue.clear()
           for (const chunk of chunks(items)) yield* p.handle.send(new InvMessage({ items: chunk }))

@@ -30,6 +30,7 @@ import {
   SendHeadersMessage,
 } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
+import { remember } from "./bounded.js"
 import { Chain, type HeaderTip } from "./Chain.js"
 import type { PeerHandle, PeerId } from "./net.js"
 import { Misbehavior } from "./spamPolicy.js"
@@ -162,13 +163,6 @@ type Command = Data.TaggedEnum<{
   Tick: {}
 }>
 const Command = Data.taggedEnum<Command>()
-
-/** remember adds `hex` to a bounded insertion-ordered set, forgetting the oldest beyond `max`. */
-const remember = (set: Set<string>, hex: string, max: number): void => {
-  set.delete(hex)
-  set.add(hex)
-  if (set.size > max) set.delete(set.values().next().value!)
-}
 
 const servesBlocks = (services: number): boolean => (services & (SERVICE_FULL | SERVICE_MINER)) !== 0
 
@@ -394,7 +388,7 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
           } else {
             yield* ps.handle.send(new InvMessage({ items: [{ type: INV_BLOCK, hash: tip.hash }] }))
           }
-          for (const f of fresh) remember(ps.known, f.hex, maxKnown)
+          for (const f of fresh) remember(ps.known, f.hex, maxKnown, true)
         }
       })
 
@@ -437,7 +431,8 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
           return yield* Effect.logDebug(`peer ${ps.handle.info.id}: headers refused: ${e.message}`)
         }
         ps.unconnecting = 0
-        for (const h of headers.slice(-KNOWN_FROM_HEADERS)) remember(ps.known, toHex(headerHash(h)), maxKnown)
+        for (const h of headers.slice(-KNOWN_FROM_HEADERS))
+          remember(ps.known, toHex(headerHash(h)), maxKnown, true)
         yield* updateBestKnown(ps, submitted.right.last)
         // a full batch: the peer has more; continue from where it ended
         if (headers.length >= MAX_HEADERS) {
@@ -452,7 +447,7 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
         let unknown: BlockHash | undefined
         for (const item of blockItems(items).slice(-MAX_INV_BLOCKS_PER_MESSAGE)) {
           const hash = item.hash as BlockHash
-          remember(ps.known, toHex(hash), maxKnown)
+          remember(ps.known, toHex(hash), maxKnown, true)
           const entry = yield* chain.entry(hash)
           if (entry._tag === "None") {
             unknown = hash
@@ -471,7 +466,7 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
           const req = ps.inFlight.get(hex)
           if (req === undefined) continue
           release(state, req)
-          remember(ps.notFound, hex, maxKnown)
+          remember(ps.notFound, hex, maxKnown, true)
         }
       })
 
@@ -486,7 +481,7 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
         const hex = toHex(hash)
         const req = state.inFlight.get(hex)
         if (req !== undefined) release(state, req)
-        remember(ps.known, hex, maxKnown)
+        remember(ps.known, hex, maxKnown, true)
         if (req?.peer !== ps.handle.info.id) {
           const known = yield* chain.entry(hash)
           if (known._tag === "Some" && (known.value.status === "data" || known.value.status === "valid")) {
