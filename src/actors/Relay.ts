@@ -1,5 +1,6 @@
 import {
   Cause,
+  Chunk,
   Clock,
   Context,
   Data,
@@ -29,6 +30,7 @@ import {
 } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
 import { remember } from "./bounded.js"
+import { Chain } from "./Chain.js"
 import { Mempool, type MempoolEvent, type MempoolReject } from "./Mempool.js"
 import type { PeerHandle, PeerId } from "./net.js"
 import { Misbehavior } from "./spamPolicy.js"
@@ -183,10 +185,14 @@ const transientRejects: ReadonlySet<string> = new Set(["txn-already-in-mempool"]
  * announcement before the next message is handled; a second subscription only wakes the actor when
  * it is idle. A ticker fiber sends `Tick` every trickleInterval (Effect.sleep, so TestClock drives it).
  */
-export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Mempool | Scope.Scope> =>
+export const make = (
+  config: RelayConfig,
+): Effect.Effect<RelayService, never, Mempool | Chain | Scope.Scope> =>
   Effect.gen(function* () {
     const mempool = yield* Mempool
     const poolEvents = yield* PubSub.subscribe(mempool.events)
+    /** the Chain's events: a new tip clears the reject memory (Core's recentRejects reset) */
+    const chainEvents = yield* PubSub.subscribe((yield* Chain).events)
     const wake = yield* PubSub.subscribe(mempool.events)
 
     const maxInFlight = config.maxInFlightPerPeer ?? defaultRelayConfig.maxInFlightPerPeer!
@@ -520,6 +526,10 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
     const handle = (state: State, cmd: Command): Effect.Effect<State> =>
       Effect.gen(function* () {
         const ctx: Ctx = { state, now: yield* Clock.currentTimeMillis, getdata: new Map() }
+        // a transaction refused under the old tip (non-final, spending what was missing) may be valid
+        // under the new one: forget the refusals, as Core does on every new tip
+        const tipEvents = yield* Queue.takeAll(chainEvents)
+        if (Chunk.some(tipEvents, (e) => e._tag === "TipChanged")) state.recentRejects.clear()
         yield* syncPool(ctx)
         yield* handleCommand(ctx, cmd)
         for (const [id, items] of ctx.getdata) {
@@ -561,6 +571,6 @@ export const make = (config: RelayConfig): Effect.Effect<RelayService, never, Me
     return service
   })
 
-/** layer provides the Relay actor over the Mempool. */
-export const layer = (config: RelayConfig): Layer.Layer<Relay, never, Mempool> =>
+/** layer provides the Relay actor over the Mempool (and the Chain's events: a new tip clears its reject memory). */
+export const layer = (config: RelayConfig): Layer.Layer<Relay, never, Mempool | Chain> =>
   Layer.scoped(Relay, make(config))

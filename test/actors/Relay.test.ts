@@ -334,6 +334,36 @@ describe("Relay actor: delivered transactions", () => {
     ),
   )
 
+  it.scoped(
+    "a refusal is forgotten on a new tip: a transaction non-final under the old tip is fetched again",
+    () =>
+      withRelay(
+        Effect.gen(function* () {
+          const relay = yield* Relay
+          const [a, b] = yield* connect(2)
+          // final only once a block at height 111 exists (the next block is 111: lockTime must be below it)
+          const locked = prefix.spend([coin(8)], [pay(bob, coin(8).coin.value - 1000n)], 111)
+          yield* relay.receive(a!, inv(locked))
+          yield* eventually(() => requested(a!).length === 1, "getdata to a")
+          yield* relay.receiveTx(a!, encodeTx(locked))
+          yield* settle
+          expect(yield* inPool(locked)).toBe(false)
+          expect((yield* a!.stats).banScore).toBe(0)
+          // refused under this tip: not fetched again
+          yield* relay.receive(b!, inv(locked))
+          yield* trickle
+          expect(requested(b!)).toEqual([])
+          // a new tip: the refusal is forgotten, the next announcement is fetched and the tx accepted
+          const next = prefix.clone()
+          next.connect(next.candidate([]))
+          yield* (yield* Chain).submitBlock(encodeBlock(next.blocks.at(-1)!))
+          yield* relay.receive(b!, inv(locked))
+          yield* eventually(() => requested(b!).length === 1, "getdata to b after the new tip")
+          yield* deliver(b!, locked)
+        }),
+      ),
+  )
+
   it.scoped("an orphan's parent is asked of the peer that sent it; both enter the pool, parent first", () =>
     withRelay(
       Effect.gen(function* () {
