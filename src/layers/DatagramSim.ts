@@ -278,6 +278,8 @@ export const makeDatagramSim = (
     let groups: ReadonlyArray<ReadonlyArray<string>> | undefined
     let seq = 0
     let wake: Deferred.Deferred<void> | undefined
+    /** sleepingUntil is when the delivery fiber wakes by itself; only an earlier arrival interrupts it */
+    let sleepingUntil = Number.POSITIVE_INFINITY
 
     const statsOf = (host: string): MutableStats => {
       let entry = stats.get(host)
@@ -322,6 +324,7 @@ export const makeDatagramSim = (
         const copies = (yield* roll(link.duplicate)) ? 2 : 1
         const now = yield* Clock.currentTimeMillis
         const latency = Duration.toMillis(link.latency)
+        let earliest = Number.POSITIVE_INFINITY
         for (let i = 0; i < copies; i++) {
           let delay = latency
           const jitter = link.jitter === undefined ? 0 : Duration.toMillis(link.jitter)
@@ -332,8 +335,10 @@ export const makeDatagramSim = (
             delay += (yield* rng.next) * window
           }
           heap.push({ at: now + delay, seq: seq++, from, to, data, lan })
+          earliest = Math.min(earliest, now + delay)
         }
-        if (wake !== undefined) Deferred.unsafeDone(wake, Effect.void)
+        // Waking the fiber early costs a stale TestClock sleep, so only an earlier arrival does.
+        if (wake !== undefined && earliest < sleepingUntil) Deferred.unsafeDone(wake, Effect.void)
       })
 
     const permitKey = (nat: NatState, remote: Endpoint): string =>
@@ -408,26 +413,27 @@ export const makeDatagramSim = (
 
     /** deliver is the network's one fiber: it hands over every datagram whose arrival time has come. */
     const deliver: Effect.Effect<never> = Effect.gen(function* () {
+      const fiberId = yield* Effect.fiberId
       while (true) {
-        wake = undefined
         const now = yield* Clock.currentTimeMillis
+        // Synchronous from here until the wait, so no `schedule` can slip between the peek and `wake`.
         let top = heap.peek()
         while (top !== undefined && top.at <= now) {
           heap.pop()
           arrive(top, now)
           top = heap.peek()
         }
-        const signal = yield* Deferred.make<void>()
+        const signal = Deferred.unsafeMake<void>(fiberId)
         wake = signal
-        if (heap.peek() !== top) continue
         if (top === undefined) {
+          sleepingUntil = Number.POSITIVE_INFINITY
           yield* Deferred.await(signal)
         } else {
-          yield* Effect.raceFirst(
-            Effect.sleep(Duration.millis(Math.ceil(top.at - now))),
-            Deferred.await(signal),
-          )
+          const millis = Math.ceil(top.at - now)
+          sleepingUntil = now + millis
+          yield* Effect.raceFirst(Effect.sleep(Duration.millis(millis)), Deferred.await(signal))
         }
+        wake = undefined
       }
     })
     yield* Effect.forkScoped(Effect.interruptible(deliver))

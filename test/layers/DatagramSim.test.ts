@@ -273,7 +273,7 @@ const faultyRun = (seed: number) =>
       const b = yield* open(sim, "10.0.0.2", 9000)
       for (let i = 0; i < 500; i++) {
         yield* say(a, b.socket.local, String(i))
-        if (i % 10 === 9) yield* tick(1)
+        if (i % 25 === 24) yield* tick(1)
       }
       yield* tick(1_000)
       return b.got.map((line) => Number(line.split("=")[1]))
@@ -306,4 +306,58 @@ describe("DatagramSim faults", () => {
       expect((yield* sim.stats("10.0.0.1")).sent).toEqual({ datagrams: 0, bytes: 0 })
     }),
   )
+})
+
+/**
+ * punch plays the textbook hole punch between Alice behind a NAT of type `left` and Bob behind one of
+ * type `right`: both register with a server, which tells each the other's public endpoint; then for
+ * five rounds each probes the endpoint it knows, switching to any endpoint it actually heard Bob/Alice
+ * from. It is whether Alice and Bob each heard the other.
+ */
+const punch = (left: NatType, right: NatType) =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const sim = yield* makeDatagramSim({ seed: 1, defaultLink: { latency: "10 millis" } })
+      yield* sim.addNat({ publicHost: "198.51.100.1", type: left, privateHosts: ["192.168.1.2"] })
+      yield* sim.addNat({ publicHost: "198.51.100.2", type: right, privateHosts: ["192.168.2.2"] })
+      const alice = yield* open(sim, "192.168.1.2", 5000)
+      const bob = yield* open(sim, "192.168.2.2", 5000)
+      const server = yield* open(sim, SERVER, 3478)
+      yield* say(alice, server.socket.local, "register")
+      yield* tick(10)
+      const aliceSeen = lastFrom(server)
+      yield* say(bob, server.socket.local, "register")
+      yield* tick(10)
+      const bobSeen = lastFrom(server)
+      const targets = new Map<Inbox, Endpoint>([
+        [alice, bobSeen],
+        [bob, aliceSeen],
+      ])
+      for (let round = 0; round < 5; round++) {
+        for (const [side, target] of targets) yield* say(side, target, "probe")
+        yield* tick(20)
+        for (const side of targets.keys()) if (side.got.length > 0) targets.set(side, lastFrom(side))
+      }
+      return [alice.got.length > 0, bob.got.length > 0]
+    }),
+  )
+
+describe("DatagramSim hole punching follows the NAT rules", () => {
+  const table: ReadonlyArray<readonly [NatType, NatType, boolean]> = [
+    ["full-cone", "full-cone", true],
+    ["port-restricted", "port-restricted", true],
+    ["address-restricted", "port-restricted", true],
+    ["full-cone", "symmetric", true],
+    ["address-restricted", "symmetric", true],
+    ["port-restricted", "symmetric", false],
+    ["symmetric", "symmetric", false],
+  ]
+  for (const [left, right, works] of table) {
+    it.effect(`${left} with ${right}: ${works ? "both sides get through" : "no side gets through"}`, () =>
+      Effect.gen(function* () {
+        expect(yield* punch(left, right)).toEqual([works, works])
+        expect(yield* punch(right, left)).toEqual([works, works])
+      }),
+    )
+  }
 })
