@@ -334,7 +334,7 @@ export const makeDatagramSim = (
               link.reorderWindow === undefined ? Math.max(latency, 1) : Duration.toMillis(link.reorderWindow)
             delay += (yield* rng.next) * window
           }
-          heap.push({ at: now + delay, seq: seq++, from, to, data, lan })
+          heap.push({ at: now + delay, seq: seq++, from, to, data: i === 0 ? data : data.slice(), lan })
           earliest = Math.min(earliest, now + delay)
         }
         // Waking the fiber early costs a stale TestClock sleep, so only an earlier arrival does.
