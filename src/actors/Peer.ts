@@ -265,6 +265,7 @@ export const run = (
           id,
           addr: conn.remote,
           inbound: conn.direction === "inbound",
+          transport: conn.transport ?? "tcp",
           static: options.static,
           version: Math.min(version.protocolVersion, PROTOCOL_VERSION),
           subver: version.userAgent,

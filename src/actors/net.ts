@@ -26,6 +26,8 @@ export interface PeerInfo {
   /** the remote end of the connection (for inbound peers: their ephemeral port) */
   readonly addr: Endpoint
   readonly inbound: boolean
+  /** the medium: a TCP connection or a UDP session (NAT traversal) */
+  readonly transport: "tcp" | "udp"
   /** a configured peer (`connect`/`addnode`): never evicted, outside the subnet caps */
   readonly static: boolean
   readonly version: number

@@ -48,7 +48,7 @@ export const netMethods = (version: string) => [
           id: info.id,
           addr: endpointKey(info.addr),
           inbound: info.inbound,
-          transport: "tcp",
+          transport: info.transport,
           version: info.version,
           subver: info.subver,
           services: info.services,

@@ -323,6 +323,7 @@ describe("Peer actor over a sim connection", () => {
         id: 1,
         addr: p.far.local,
         inbound: true,
+        transport: "tcp",
         static: false,
         version: 1,
         subver: "/far:1.0/",

@@ -34,6 +34,7 @@ export const fakePeer = (id: number, info: Partial<PeerInfo> = {}): FakePeer => 
       id,
       addr: { host: `10.0.${id & 0xff}.1`, port: 18444 },
       inbound: false,
+      transport: "tcp",
       static: false,
       version: 1,
       subver: "/fake/",
