@@ -393,6 +393,15 @@ class Session {
   recoveryStartPn = 0
   largestAcked = -1
   pingWanted = false
+  /**
+   * verified: the remote has shown it receives what we send (it acked one of our packets; the
+   * initiator chose the address itself). Until then a responder sends at most as many bytes as it
+   * received (`bytesIn − bytesOut`), ACKs included, and no keepalives: a replayed or spoofed OPEN
+   * cannot turn the session into an amplifier (QUIC's anti-amplification limit, at 1×).
+   */
+  verified: boolean
+  bytesIn = 0
+  bytesOut = 0
   resetsToSend = 0
   // receive stream
   private readonly received: Array<AckRange> = []
@@ -427,6 +436,7 @@ class Session {
     this.lastSent = now
     this.lastReceived = now
     this.lastAckElicitingSent = now
+    this.verified = initiator
     if (initiator) this.pingWanted = true
   }
 
@@ -518,11 +528,12 @@ class Session {
   }
 
   /** receive handles an authenticated packet's frames (from the endpoint's receive fiber). */
-  receive(now: number, packetNumber: number, frames: ReadonlyArray<SessionFrame>): void {
+  receive(now: number, packetNumber: number, frames: ReadonlyArray<SessionFrame>, size: number): void {
     if (this.isDuplicate(packetNumber)) {
       this.duplicatesReceived++
       return
     }
+    this.bytesIn += size
     this.recordReceived(packetNumber)
     this.packetsReceived++
     this.lastReceived = now
@@ -560,7 +571,9 @@ class Session {
     }
     if (ackEliciting) {
       this.ackElicitingUnacked++
-      if (this.ackElicitingUnacked >= 2 || packetNumber !== this.received[0]!.hi) this.ackNow = true
+      const first = this.received[0]!
+      const gap = packetNumber !== first.hi || (first.lo === packetNumber && this.received.length > 1)
+      if (this.ackElicitingUnacked >= 2 || gap) this.ackNow = true
       else if (this.ackDeadline === Number.POSITIVE_INFINITY)
         this.ackDeadline = now + Duration.toMillis(MAX_ACK_DELAY)
     }
@@ -678,6 +691,7 @@ class Session {
       }
     }
     if (!newlyAcked) return
+    this.verified = true
     if (largest > this.largestAcked) this.largestAcked = largest
     this.backoff = 0
     if (largestNewlyAcked !== undefined && largestNewlyAcked.pn === largest) {
@@ -769,7 +783,7 @@ class Session {
       return this.endedAt + Duration.toMillis(CLOSED_LINGER)
     }
     let at = this.lastReceived + Duration.toMillis(IDLE_TIMEOUT)
-    at = Math.min(at, this.lastSent + Duration.toMillis(KEEPALIVE_INTERVAL))
+    if (this.verified) at = Math.min(at, this.lastSent + Duration.toMillis(KEEPALIVE_INTERVAL))
     if (this.sent.length > 0 || this.blockedByWindow())
       at = Math.min(at, this.lastAckElicitingSent + this.rto())
     if (this.ackElicitingUnacked > 0) at = Math.min(at, this.ackDeadline)
@@ -796,7 +810,8 @@ class Session {
             this.backoff++
           }
         }
-        if (now >= this.lastSent + Duration.toMillis(KEEPALIVE_INTERVAL)) this.pingWanted = true
+        if (this.verified && now >= this.lastSent + Duration.toMillis(KEEPALIVE_INTERVAL))
+          this.pingWanted = true
         if (this.ackElicitingUnacked > 0 && now >= this.ackDeadline) this.ackNow = true
       }
     }
@@ -818,7 +833,12 @@ class Session {
 
   /** more says whether `step` stopped at its burst limit with more to send. */
   more(): boolean {
-    return this.live && (this.ackNow || this.pingWanted || (this.canSendData() && this.hasData()))
+    if (!this.live) return false
+    if (this.ackNow) return true
+    const allowance = this.verified
+      ? Number.POSITIVE_INFINITY
+      : this.bytesIn - this.bytesOut - OPEN_HEADER_BYTES - AEAD_TAG_BYTES
+    return allowance > STREAM_FRAME_OVERHEAD && (this.pingWanted || (this.canSendData() && this.hasData()))
   }
 
   private canSendData(): boolean {
@@ -899,16 +919,22 @@ class Session {
     if (!this.live && !this.ackNow) return undefined
     const header = this.state === "opening" ? OPEN_HEADER_BYTES : SHORT_HEADER_BYTES
     let room = MAX_DATAGRAM_BYTES - header - AEAD_TAG_BYTES
+    // An unverified remote gets no more bytes than it sent (ACKs are always answered: each is smaller than what it acks).
+    let allowance = this.verified
+      ? Number.POSITIVE_INFINITY
+      : this.bytesIn - this.bytesOut - header - AEAD_TAG_BYTES
     const frames: Array<SessionFrame> = []
     if (this.ackNow || (this.ackElicitingUnacked > 0 && this.received.length > 0)) {
       if (this.received.length > 0) {
         const ack = this.ackFrame(now)
         frames.push(ack)
         room -= frameSize(ack)
+        allowance -= frameSize(ack)
       } else {
         this.ackNow = false
       }
     }
+    room = Math.min(room, allowance)
     const ranges: Array<readonly [number, number]> = []
     let fin = false
     let retransmitted = false
@@ -960,7 +986,7 @@ class Session {
       }
     }
     let ping = false
-    if (this.live && this.pingWanted) {
+    if (this.live && this.pingWanted && room >= 1) {
       this.pingWanted = false
       if (ranges.length === 0) {
         frames.push({ _tag: "Ping" })
@@ -998,6 +1024,7 @@ class Session {
     })
     const packet = seal(this.crypto, header, pn, encodeFrames(frames))
     this.lastSent = now
+    this.bytesOut += packet.length
     this.packetsSent++
     this.largestDatagram = Math.max(this.largestDatagram, packet.length)
     return packet
@@ -1179,7 +1206,7 @@ export const makeSessionEndpoint = (
             counters.malformed++
             return
           }
-          session.receive(now, h.packetNumber, frames.right)
+          session.receive(now, h.packetNumber, frames.right, datagram.data.length)
           entry.wake()
           return
         }
@@ -1218,7 +1245,7 @@ export const makeSessionEndpoint = (
           inbox,
           now,
         )
-        session.receive(now, h.packetNumber, frames.right)
+        session.receive(now, h.packetNumber, frames.right, datagram.data.length)
         const conn = yield* start(key, session)
         yield* Queue.offer(accepted, conn)
       })

@@ -19,6 +19,8 @@ import {
   RECEIVE_BUFFER_DATAGRAMS,
   type ReceivedDatagram,
 } from "../../src/layers/Datagram.js"
+import { type DatagramLinkOptions, makeDatagramSim } from "../../src/layers/DatagramSim.js"
+import { makeUdp } from "../../src/layers/DatagramUdp.js"
 import type { Endpoint, TransportError } from "../../src/layers/Transport.js"
 import {
   generateSessionKeys,
@@ -33,6 +35,7 @@ import {
   decodeFrames,
   decodeSessionHeader,
   encodeFrames,
+  SESSION_OPEN,
   type SessionFrame,
 } from "../../src/schema/session.js"
 import { concat } from "../support/bytes.js"
@@ -56,6 +59,10 @@ interface LossyNet {
   readonly setDown: (down: boolean) => void
   readonly largest: () => number
   readonly delivered: () => number
+  /** tap sees every datagram sent (before faults) */
+  readonly tap: (f: (from: Endpoint, to: Endpoint, data: Uint8Array) => void) => void
+  /** inject delivers a datagram as if sent from `from` */
+  readonly inject: (from: Endpoint, to: Endpoint, data: Uint8Array) => void
 }
 
 const key = (e: Endpoint) => `${e.host}:${e.port}`
@@ -69,10 +76,11 @@ const makeLossyNet = (seed: number, initial: Faults): Effect.Effect<LossyNet> =>
     let down = false
     let largest = 0
     let delivered = 0
+    let tap: ((from: Endpoint, to: Endpoint, data: Uint8Array) => void) | undefined
     const held = new Map<string, { to: Endpoint; datagram: ReceivedDatagram }>()
     const arrive = (to: Endpoint, datagram: ReceivedDatagram) => {
       const inbox = inboxes.get(key(to))
-      if (inbox !== undefined && inbox.unsafeOffer(datagram)) delivered++
+      if (inbox?.unsafeOffer(datagram)) delivered++
     }
     const bind = (at: Endpoint, spoofAs?: Endpoint) =>
       Effect.gen(function* () {
@@ -89,6 +97,7 @@ const makeLossyNet = (seed: number, initial: Faults): Effect.Effect<LossyNet> =>
                 return Effect.fail(new DatagramError({ reason: "too-large", detail: `${data.length} bytes` }))
               }
               largest = Math.max(largest, data.length)
+              tap?.(spoofAs ?? at, to, data.slice())
               if (down || roll(faults.loss)) return Effect.void
               let bytes = data.slice()
               if (roll(faults.corrupt)) {
@@ -126,6 +135,10 @@ const makeLossyNet = (seed: number, initial: Faults): Effect.Effect<LossyNet> =>
       },
       largest: () => largest,
       delivered: () => delivered,
+      tap: (f) => {
+        tap = f
+      },
+      inject: (from, to, data) => arrive(to, { from, data }),
     }
   })
 
@@ -376,6 +389,43 @@ describe("UDP session", () => {
       }),
   )
 
+  it.scoped(
+    "a replayed OPEN from a spoofed address gets no more bytes back than it carried (no amplifier)",
+    () =>
+      Effect.gen(function* () {
+        const net = yield* makeLossyNet(10, {})
+        const opens: Array<Uint8Array> = []
+        net.tap((_from, _to, data) => {
+          if (data[0] === SESSION_OPEN) opens.push(data)
+        })
+        const a = yield* makeSessionEndpoint(yield* net.bind(A), { keys: keysA })
+        const b = yield* makeSessionEndpoint(yield* net.bind(B), { keys: keysB })
+        const connecting = yield* Effect.fork(a.connect({ remote: B, remotePublicKey: keysB.publicKey }))
+        yield* runUntilDone(connecting, "100 millis", 200)
+        expect(opens.length).toBeGreaterThan(0)
+        const victim = yield* net.bind(M)
+        let bytesToVictim = 0
+        yield* Effect.forkScoped(
+          Stream.runForEach(victim.received, (d) =>
+            Effect.sync(() => {
+              bytesToVictim += d.data.length
+            }),
+          ),
+        )
+        let bytesFromVictim = 0
+        for (const open of opens) {
+          net.inject(M, B, open)
+          bytesFromVictim += open.length
+        }
+        yield* TestClock.adjust("10 millis")
+        expect((yield* b.stats).sessions).toBe(2) // the phantom session was accepted (the OPEN authenticates)...
+        for (let i = 0; i < 18; i++) yield* TestClock.adjust("10 seconds")
+        expect(bytesToVictim).toBeGreaterThan(0) // ...and answered with an ACK...
+        expect(bytesToVictim).toBeLessThanOrEqual(bytesFromVictim) // ...but never with more than it received...
+        expect((yield* b.stats).sessions).toBe(1) // ...and it idled out
+      }),
+  )
+
   it.scoped("connect to a silent endpoint times out", () =>
     Effect.gen(function* () {
       const net = yield* makeLossyNet(8, {})
@@ -400,6 +450,119 @@ describe("UDP session", () => {
       const got = yield* Stream.runCollect(Stream.take(a.other.received, 2))
       expect(Chunk.toReadonlyArray(got).map((d) => [...d.data])).toEqual([[0x01, 2, 3], [0x90]])
       expect((yield* a.stats).malformed).toBe(1)
+    }),
+  )
+})
+
+describe("UDP session on DatagramSim (latency, NAT)", () => {
+  const NAT_PUBLIC = "198.51.100.1"
+  const ALICE = "192.168.1.10"
+  const SERVER = "203.0.113.5"
+
+  /** natPair is Alice behind a port-restricted NAT (30 s mappings, outbound refresh only) with a session to a public server. */
+  const natPair = (link: DatagramLinkOptions) =>
+    Effect.gen(function* () {
+      const sim = yield* makeDatagramSim({ seed: 11, defaultLink: link })
+      yield* sim.addNat({
+        publicHost: NAT_PUBLIC,
+        type: "port-restricted",
+        privateHosts: [ALICE],
+        mappingTimeout: "30 seconds",
+      })
+      const alice = yield* makeSessionEndpoint(yield* sim.service(ALICE).bind({ host: ALICE, port: 5000 }), {
+        keys: keysA,
+      })
+      const server = yield* makeSessionEndpoint(
+        yield* sim.service(SERVER).bind({ host: SERVER, port: 18445 }),
+        {
+          keys: keysB,
+        },
+      )
+      const connecting = yield* Effect.fork(
+        alice.connect({ remote: server.local, remotePublicKey: keysB.publicKey }),
+      )
+      const client = yield* runUntilDone(connecting, "100 millis", 200)
+      const inbound = yield* server.accepted.take
+      return { sim, client, inbound }
+    })
+
+  it.scoped("300 kB each way through a NAT over a 20 ms link with jitter, 2% loss and reordering", () =>
+    Effect.gen(function* () {
+      const { client, inbound } = yield* natPair({
+        latency: "20 millis",
+        jitter: "5 millis",
+        loss: 0.02,
+        reorder: 0.02,
+      })
+      expect(inbound.remote.host).toBe(NAT_PUBLIC)
+      const up = pattern(300_000, 21)
+      const down = pattern(300_000, 22)
+      const started = performance.now()
+      const transfer = yield* Effect.fork(
+        Effect.all(
+          [
+            writeAll(client, up),
+            writeAll(inbound, down),
+            readExactly(inbound, up.length),
+            readExactly(client, down.length),
+          ],
+          { concurrency: "unbounded" },
+        ),
+      )
+      const [, , atServer, atClient] = yield* runUntilDone(transfer, "100 millis", 6_000)
+      expect(Buffer.compare(atServer, up)).toBe(0)
+      expect(Buffer.compare(atClient, down)).toBe(0)
+      const stats = yield* client.stats
+      console.log(
+        `2 x 300 kB through a NAT, 20 ms one way: ${((performance.now() - started) / 1000).toFixed(2)} s real; ` +
+          `srtt ${stats.smoothedRttMillis.toFixed(1)} ms, rto ${stats.rtoMillis.toFixed(0)} ms`,
+      )
+      // RTT estimate tracks the path: 40 ms round trip plus jitter and ack delay
+      expect(stats.smoothedRttMillis).toBeGreaterThan(35)
+      expect(stats.smoothedRttMillis).toBeLessThan(120)
+    }),
+  )
+
+  it.scoped("keepalives hold the NAT mapping open through 5 idle minutes (30 s mapping timeout)", () =>
+    Effect.gen(function* () {
+      const { client, inbound } = yield* natPair({ latency: "10 millis" })
+      for (let i = 0; i < 30; i++) yield* TestClock.adjust("10 seconds")
+      const exchange = yield* Effect.fork(
+        Effect.all(
+          [
+            inbound.write(pattern(50_000, 1)),
+            client.write(pattern(50_000, 2)),
+            readExactly(client, 50_000),
+            readExactly(inbound, 50_000),
+          ],
+          { concurrency: "unbounded" },
+        ),
+      )
+      const [, , atClient, atServer] = yield* runUntilDone(exchange, "100 millis", 100)
+      expect(atClient).toEqual(pattern(50_000, 1))
+      expect(atServer).toEqual(pattern(50_000, 2))
+    }),
+  )
+})
+
+describe("UDP session over real UDP on loopback", () => {
+  it.scopedLive("carries 2 MB in order between two sockets on 127.0.0.1", () =>
+    Effect.gen(function* () {
+      const udp = makeUdp()
+      const a = yield* makeSessionEndpoint(yield* udp.bind({ host: "127.0.0.1", port: 0 }), { keys: keysA })
+      const b = yield* makeSessionEndpoint(yield* udp.bind({ host: "127.0.0.1", port: 0 }), { keys: keysB })
+      const client = yield* a.connect({ remote: b.local, remotePublicKey: keysB.publicKey })
+      const server = yield* b.accepted.take
+      const data = pattern(2_000_000, 31)
+      const started = performance.now()
+      const [, received] = yield* Effect.all([writeAll(client, data), readExactly(server, data.length)], {
+        concurrency: 2,
+      })
+      console.log(`2 MB over loopback UDP: ${((performance.now() - started) / 1000).toFixed(2)} s`)
+      expect(Buffer.compare(received, data)).toBe(0)
+      const reading = yield* Effect.fork(readAll(server))
+      yield* client.close
+      expect((yield* Fiber.join(reading)).length).toBe(0)
     }),
   )
 })
