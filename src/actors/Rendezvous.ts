@@ -171,7 +171,8 @@ export interface RendezvousService {
   readonly local: Endpoint
   /**
    * receive hands the actor one datagram (from its socket or the session demux). It never waits: when
-   * the mailbox is full the datagram is dropped, as the network would
+   * the mailbox is full, or the source IP already has its share of it queued, the datagram is dropped,
+   * as the network would drop it
    */
   readonly receive: (datagram: ReceivedDatagram) => Effect.Effect<void>
   /** echo asks `server` which endpoint it sees us at (cookie round trip included) */
@@ -205,6 +206,10 @@ const mailboxCapacity = 1024
 const incomingCapacity = 256
 /** MAX_PUNCH_CANDIDATES bounds the endpoints probed per peer (introduced + learned from its probes). */
 const MAX_PUNCH_CANDIDATES = 4
+/** MAX_PUNCHES bounds the punches in progress or lingering that introductions we did not ask for may start. */
+const MAX_PUNCHES = 256
+/** DATAGRAMS_PER_IP: datagrams of one source IP queued in the mailbox at once (fair queueing; excess dropped) */
+const DATAGRAMS_PER_IP = 16
 /** how many cookie challenges one request follows before it gives up on that send */
 const MAX_COOKIE_RETRIES = 2
 /** the timer never sleeps less than this (a guard against a deadline that does not move) */
@@ -315,6 +320,18 @@ const bytesEqual = (a: Uint8Array, b: Uint8Array): boolean =>
  */
 const seenAtLocal = (observed: Endpoint, local: Endpoint): boolean =>
   isUnspecifiedHost(local.host) ? observed.port === local.port : sameEndpoint(observed, local)
+
+/**
+ * sourceId names a source IP for the mailbox's per-source quota (FNV-1a of its canonical text): one
+ * IP's flood fills its own share, not the mailbox, so other sources' datagrams still get in. Two IPs
+ * that collide share a quota, which only makes both a little stricter.
+ */
+const sourceId = (host: string): number => {
+  const text = normalizeHost(host)
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193)
+  return h >>> 0
+}
 
 const u64le = (v: bigint): Uint8Array => {
   const out = new Uint8Array(8)
@@ -580,6 +597,11 @@ export const make = (
           existing.peerSymmetric ||= (intro.flags & FLAG_SYMMETRIC_NAT) !== 0
           if (waiter !== undefined) existing.waiters.push(waiter)
           return
+        }
+        if (waiter === undefined && existing === undefined && state.punches.size >= MAX_PUNCHES) {
+          // a server (or someone holding keys by the thousand) introducing us to strangers faster than
+          // punches end: the excess is dropped, our own connects still go through
+          return yield* Effect.logDebug("rendezvous: too many punches in progress; introduction dropped")
         }
         const punch: PunchState = {
           nodeKey: intro.nodeKey,
@@ -959,6 +981,7 @@ export const make = (
     const actor = yield* Actor.make<Command, State, never, never>({
       name: "rendezvous",
       capacity: mailboxCapacity,
+      perSource: DATAGRAMS_PER_IP,
       initial,
       handle,
     })
@@ -1012,7 +1035,8 @@ export const make = (
     const service: RendezvousService = {
       nodeKey,
       local: io.local,
-      receive: ({ from, data }) => Effect.asVoid(actor.trySend({ _tag: "Datagram", from, data })),
+      receive: ({ from, data }) =>
+        Effect.asVoid(actor.trySendFrom(sourceId(from.host), { _tag: "Datagram", from, data })),
       echo,
       probeNat,
       register: (server) =>
