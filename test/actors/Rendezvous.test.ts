@@ -12,6 +12,7 @@ import {
 } from "../../src/actors/Rendezvous.js"
 import type { DatagramSocket } from "../../src/layers/Datagram.js"
 import { type DatagramSim, makeDatagramSim, type NatType } from "../../src/layers/DatagramSim.js"
+import { layerUdp } from "../../src/layers/DatagramUdp.js"
 import { layerNoble, nobleBackend } from "../../src/layers/Signatures.js"
 import type { Endpoint } from "../../src/layers/Transport.js"
 import {
@@ -497,6 +498,44 @@ describe("Rendezvous anti-abuse", () => {
       yield* advance(500, 50)
       const alice = yield* startNode(sim, PUBLIC_NODE, { servers: [S1] })
       expect(yield* settle(alice.echo(S1))).toEqual({ host: PUBLIC_NODE, port: UDP_PORT })
+    }),
+  )
+})
+
+describe("Rendezvous over real UDP (loopback)", () => {
+  /** startUdp runs a Rendezvous actor on a loopback UDP socket (port 0: any free port). */
+  const startUdp = (options: { serve?: boolean; servers?: ReadonlyArray<Endpoint> } = {}) =>
+    Effect.gen(function* () {
+      const i = nextIdentity++
+      const context = yield* Layer.build(
+        layer({
+          bind: { host: "127.0.0.1", port: 0 },
+          nodeSecretKey: secretKey(i),
+          sessionPublicKey: sessionKey(i),
+          servers: options.servers ?? [],
+          serve: options.serve ?? false,
+          limits: defaultRendezvousLimits,
+        }).pipe(Layer.provide(layerUdp), Layer.provide(layerNoble)),
+      )
+      return Context.get(context, Rendezvous)
+    })
+
+  it.scopedLive("echo, registration and a punch between two nodes work on node:dgram sockets", () =>
+    Effect.gen(function* () {
+      const server = yield* startUdp({ serve: true })
+      const alice = yield* startUdp({ servers: [server.local] })
+      const bob = yield* startUdp({ servers: [server.local] })
+      expect(yield* alice.echo(server.local)).toEqual(alice.local)
+      expect((yield* alice.probeNat).kind).toBe("open")
+      const registration = yield* bob.register(server.local)
+      expect(registration.observed).toEqual(bob.local)
+      expect(yield* server.registrations).toBe(1)
+      const [aliceResult, bobResult] = yield* Effect.all(
+        [alice.connect(server.local, bob.nodeKey), Queue.take(bob.incoming)],
+        { concurrency: 2 },
+      ).pipe(Effect.timeout("10 seconds"))
+      expect(aliceResult).toMatchObject({ _tag: "Punched", remote: bob.local })
+      expect(bobResult).toMatchObject({ _tag: "Punched", remote: alice.local })
     }),
   )
 })
