@@ -114,6 +114,8 @@ export const MAX_SESSIONS = 1_024
 export const OPEN_RATE_PER_SECOND = 200
 /** RESET_REPEATS is how many RESET packets an abort sends (they are not retransmitted). */
 export const RESET_REPEATS = 3
+/** ACK_RANGE_SPAN: an ACK reports received ranges down to this many packet numbers below the largest. */
+const ACK_RANGE_SPAN = 256
 /** MAX_PACKETS_PER_STEP bounds one driver step's burst before it yields to other fibers. */
 const MAX_PACKETS_PER_STEP = 32
 /** TIMER_SLACK is how late a timer may fire when an earlier deadline shows up, rather than arming another sleep. */
@@ -862,7 +864,10 @@ class Session {
     this.ackElicitingUnacked = 0
     this.ackDeadline = Number.POSITIVE_INFINITY
     this.ackNow = false
-    return { _tag: "Ack", ranges: this.received.slice(), delayMillis, window: this.advertised }
+    // Ranges far below the largest are of no use to the sender (it declared those packets lost long ago).
+    const floor = this.received[0]!.hi - ACK_RANGE_SPAN
+    const ranges = this.received.filter((range) => range.hi >= floor)
+    return { _tag: "Ack", ranges, delayMillis, window: this.advertised }
   }
 
   /** sliceSend copies stream bytes [start, end) out of the send buffer. */
@@ -1096,8 +1101,10 @@ export const makeSessionEndpoint = (
             yield* Effect.yieldNow()
             continue
           }
-          const deadline = session.deadline()
-          if (deadline <= now) continue
+          // A timer that is due but made no progress (nothing could be sent) is retried a little later, never spun on.
+          const due = session.deadline()
+          if (due <= now && packets.length > 0) continue
+          const deadline = Math.max(due, now + 1)
           if (deadline < armedAt - TIMER_SLACK_MILLIS || armedAt <= now) {
             armedAt = deadline
             if (timer !== undefined) yield* Fiber.interruptFork(timer)
