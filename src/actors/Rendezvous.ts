@@ -375,13 +375,20 @@ export const cookieFor = (secret: Uint8Array, source: Endpoint, window: number):
   return new Uint8Array(mac.digest().subarray(0, COOKIE_BYTES))
 }
 
-const randomBytes = (n: number) =>
-  Effect.map(Effect.replicateEffect(Random.nextIntBetween(0, 256), n), (bs) => Uint8Array.from(bs))
+/**
+ * secretBytes draws from the OS CSPRNG, as the Keystore and the Wallet's BIP340 aux do: Effect's
+ * `Random` is a seeded PRNG, and a guessable cookie secret would let an attacker forge cookies for
+ * spoofed addresses (an amplifier again), a guessable punch nonce would let it fake a punch's echo.
+ * None of these values changes what a seeded sim does (sizes and timing do not depend on them).
+ */
+const secretBytes = (n: number): Effect.Effect<Uint8Array> =>
+  Effect.sync(() => new Uint8Array(crypto.randomBytes(n)))
 
-const randomNonce = Effect.map(
-  Effect.all([Random.nextIntBetween(0, 2 ** 32), Random.nextIntBetween(1, 2 ** 32)]),
-  ([hi, lo]) => (BigInt(hi) << 32n) | BigInt(lo),
-)
+/** randomNonce is a non-zero u64 punch nonce from the CSPRNG. */
+const randomNonce = Effect.map(secretBytes(8), (b) => {
+  const v = new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true)
+  return v === 0n ? 1n : v
+})
 
 /**
  * make starts the Rendezvous actor in the current scope. `io.send` is its only output; datagrams come
@@ -432,7 +439,7 @@ export const make = (
 
     const initial = Effect.gen(function* () {
       const state: State = {
-        secret: yield* randomBytes(32),
+        secret: yield* secretBytes(32),
         nextTxid: yield* Random.nextIntBetween(1, 2 ** 31),
         symmetric: false,
         lastTimestamp: 0n,
@@ -476,7 +483,7 @@ export const make = (
         const sig = sigs.sign(
           identityDigest(kind, unsigned, cookie, target),
           config.nodeSecretKey,
-          yield* randomBytes(32),
+          yield* secretBytes(32),
         )
         const identity: Identity = { ...unsigned, sig }
         return identity

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Fiber, Layer, Option, Queue, Stream, TestClock } from "effect"
+import { Context, Effect, Either, Fiber, Layer, Option, Queue, Random, Stream, TestClock } from "effect"
 import {
   defaultRendezvousLimits,
   identityDigest,
@@ -60,9 +60,10 @@ const startNode = (
       serve: options.serve ?? false,
       limits: { ...defaultRendezvousLimits, ...options.limits },
     }
+    // each node's Random is seeded (its request ids); the sim's own seed fixes the delivery schedule
     const context = yield* Layer.build(
       layer(config).pipe(Layer.provide(sim.layer(host)), Layer.provide(layerNoble)),
-    )
+    ).pipe(Effect.withRandom(Random.make(i)))
     return Context.get(context, Rendezvous)
   })
 
