@@ -264,6 +264,8 @@ export interface SessionStats {
   readonly congestionWindowBytes: number
   readonly bytesInFlight: number
   readonly largestDatagramBytes: number
+  /** receiveBufferedBytes: received but not yet read by the owner (in order and out of order); at most RECEIVE_WINDOW_BYTES */
+  readonly receiveBufferedBytes: number
 }
 
 /** EndpointStats count what an endpoint dropped, by cause. */
@@ -1051,6 +1053,10 @@ class Session {
       congestionWindowBytes: this.cwnd,
       bytesInFlight: this.bytesInFlight,
       largestDatagramBytes: this.largestDatagram,
+      receiveBufferedBytes:
+        this.recvOffset -
+        Math.min(this.consumed, this.recvOffset) +
+        this.outOfOrder.reduce((n, seg) => n + seg.bytes.length, 0),
     }
   }
 }

@@ -241,6 +241,7 @@ describe("UDP session", () => {
             `${stats.packetsSent} packets sent, ${stats.packetsRetransmitted} retransmitted, cwnd ${Math.round(stats.congestionWindowBytes)} B`,
         )
         expect(stats.packetsRetransmitted).toBeGreaterThan(0)
+        expect((yield* server.stats).duplicatesReceived).toBeGreaterThan(0) // duplicates were suppressed, not delivered
         expect(stats.largestDatagramBytes).toBeLessThanOrEqual(MAX_DATAGRAM_BYTES)
         expect(net.largest()).toBeLessThanOrEqual(MAX_DATAGRAM_BYTES)
         expect(net.largest()).toBeGreaterThan(MAX_DATAGRAM_BYTES - 50)
@@ -288,6 +289,9 @@ describe("UDP session", () => {
         const pending = yield* client.pendingWriteBytes
         expect(pending).toBeGreaterThanOrEqual(data.length - RECEIVE_WINDOW_BYTES)
         expect(pending).toBeLessThan(data.length)
+        const buffered = (yield* server.stats).receiveBufferedBytes
+        expect(buffered).toBeGreaterThan(RECEIVE_WINDOW_BYTES / 2)
+        expect(buffered).toBeLessThanOrEqual(RECEIVE_WINDOW_BYTES)
         const reading = yield* Effect.fork(readExactly(server, data.length))
         const received = yield* runUntilDone(reading, "50 millis", 2_000)
         expect(Buffer.compare(received, data)).toBe(0)
