@@ -21,6 +21,7 @@ import {
   EchoRequest,
   encodeRendezvous,
   IntroduceRequest,
+  Introduction,
   NO_COOKIE,
   RegisterRequest,
   type RendezvousMessage,
@@ -232,6 +233,31 @@ describe("Rendezvous registration", () => {
       }),
   )
 
+  it.scoped(
+    "when the NAT gives the node a new public port, its next keepalive moves the registration there",
+    () =>
+      Effect.gen(function* () {
+        const { sim } = yield* world(6)
+        // the mapping times out after 10 s idle, half the 20 s keepalive interval
+        yield* sim.addNat({
+          publicHost: "198.51.100.2",
+          type: "port-restricted",
+          privateHosts: ["192.168.2.2"],
+          mappingTimeout: "10 seconds",
+        })
+        const bob = yield* startNode(sim, "192.168.2.2", { servers: [S1] })
+        const alice = yield* natted(sim, "192.168.1.2", "198.51.100.1", "full-cone")
+        const first = yield* settle(bob.register(S1))
+        yield* advance(25_000)
+        const result = yield* settle(alice.connect(S1, bob.nodeKey))
+        expect(result._tag).toBe("Punched")
+        if (result._tag === "Punched") {
+          expect(result.remote.host).toBe("198.51.100.2")
+          expect(result.remote.port).not.toBe(first.observed.port)
+        }
+      }),
+  )
+
   it.scoped("registrations are capped per IP and in total", () =>
     Effect.gen(function* () {
       const { sim, s1 } = yield* world(3, { maxRegistrations: 6, maxRegistrationsPerIp: 4 })
@@ -366,6 +392,27 @@ describe("Rendezvous introduction and hole punching", () => {
         }),
     )
   }
+
+  it.scoped("an introduction from anyone but a server we are registered at starts no punch", () =>
+    Effect.gen(function* () {
+      const { sim } = yield* world()
+      const alice = yield* startNode(sim, PUBLIC_NODE, { servers: [S1] })
+      const stranger = yield* rawSocket(sim, "203.0.113.77")
+      const victim: Endpoint = { host: "192.0.2.99", port: 9999 }
+      const intro = new Introduction({
+        txid: 0,
+        nodeKey: new Uint8Array(32).fill(3),
+        sessionKey: new Uint8Array(32).fill(4),
+        flags: 0,
+        endpoint: victim,
+      })
+      yield* stranger.socket.send({ host: PUBLIC_NODE, port: UDP_PORT }, encodeRendezvous(intro))
+      yield* advance(30_000)
+      const stats = yield* sim.stats(PUBLIC_NODE)
+      expect(stats.sentTo.get(victim.host)).toBeUndefined()
+      expect(yield* Queue.size(alice.incoming)).toBe(0)
+    }),
+  )
 
   it.scoped("an introduction to a node nobody registered is refused", () =>
     Effect.gen(function* () {
