@@ -125,9 +125,12 @@ export interface RendezvousConfig {
 // ---------------------------------------------------------------------------------------------------
 // Results and errors
 
-/** RendezvousError: a request was not answered (`timeout`), refused by the server, or the actor stopped. */
+/**
+ * RendezvousError: a request was not answered in its bounded retries (`timeout`), the server refused
+ * it (`refused`, `detail` is the wire reason, e.g. `unknown-target`), or there is no server to ask.
+ */
 export class RendezvousError extends Schema.TaggedError<RendezvousError>()("RendezvousError", {
-  reason: Schema.Literal("timeout", "refused", "not-registered"),
+  reason: Schema.Literal("timeout", "refused", "no-servers"),
   detail: Schema.String,
 }) {
   override get message(): string {
@@ -514,24 +517,29 @@ export const make = (
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const delayMs = Duration.toMillis(limits.requestRetry)
-        const pending = {
+        const pending: Pending = {
           ...p,
           txid: newTxid(state),
           attempts: 1,
           nextAt: now + delayMs,
           delayMs,
           cookieRetries: 0,
-        } as Pending
+        }
         state.pending.set(pending.txid, pending)
         yield* transmit(state, pending)
       })
 
-    const failPending = (p: Pending, error: RendezvousError) => {
-      if (p.reply === undefined) {
-        return Effect.logInfo(`rendezvous: keepalive at ${endpointKey(p.server)} failed: ${error.message}`)
+    const failPending = (p: Pending, error: RendezvousError): Effect.Effect<unknown> => {
+      switch (p.kind) {
+        case "echo":
+          return Deferred.fail(p.reply, error)
+        case "introduce":
+          return Deferred.fail(p.reply, error)
+        case "register":
+          return p.reply === undefined
+            ? Effect.logInfo(`rendezvous: keepalive at ${endpointKey(p.server)} failed: ${error.message}`)
+            : Deferred.fail(p.reply, error)
       }
-      // each kind's reply has its own success type; failing needs none of them
-      return Deferred.fail(p.reply as Deferred.Deferred<unknown, RendezvousError>, error)
     }
 
     /** handleReply takes a server's answer to one of our pending requests (from that server only). */
@@ -1021,6 +1029,12 @@ export const make = (
       )
 
     const probeNat = Effect.gen(function* () {
+      if (config.servers.length === 0) {
+        return yield* new RendezvousError({
+          reason: "no-servers",
+          detail: "no rendezvous servers configured",
+        })
+      }
       const observed = yield* Effect.forEach(config.servers, (server) =>
         Effect.map(echo(server), (ep) => ({ server, observed: ep })),
       )
