@@ -465,6 +465,28 @@ describe("Rendezvous anti-abuse", () => {
     }),
   )
 
+  it.scoped("a cookie works only for the address it was made for, and only for one to two windows", () =>
+    Effect.gen(function* () {
+      const { sim } = yield* world()
+      const raw = yield* rawSocket(sim, "203.0.113.60")
+      const other = yield* rawSocket(sim, "203.0.113.61")
+      const cookie = yield* cookieOf(raw, S1)
+      const echoWith = (from: Raw, txid: number) =>
+        Effect.andThen(
+          from.socket.send(S1, encodeRendezvous(new EchoRequest({ txid, cookie }))),
+          advance(50, 10),
+        )
+      yield* echoWith(raw, 1)
+      expect(raw.got[raw.got.length - 1]!.msg).toMatchObject({ _tag: "echo-reply", txid: 1 })
+      yield* echoWith(other, 2)
+      expect(other.got[other.got.length - 1]!.msg).toMatchObject({ _tag: "cookie", txid: 2 })
+      // windows are 30 s; a cookie is good in its own and the next, never after
+      yield* advance(61_000)
+      yield* echoWith(raw, 3)
+      expect(raw.got[raw.got.length - 1]!.msg).toMatchObject({ _tag: "cookie", txid: 3 })
+    }),
+  )
+
   it.scoped(
     "a flood of spoofed registrations registers nothing and is answered with at most its own bytes",
     () =>
