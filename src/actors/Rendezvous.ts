@@ -15,7 +15,12 @@ import {
   Stream,
 } from "effect"
 import { taggedHash } from "../consensus/hash.js"
-import { type DatagramError, Datagrams, type ReceivedDatagram } from "../layers/Datagram.js"
+import {
+  type DatagramError,
+  type DatagramSocket,
+  Datagrams,
+  type ReceivedDatagram,
+} from "../layers/Datagram.js"
 import { Signatures } from "../layers/Signatures.js"
 import type { Endpoint } from "../layers/Transport.js"
 import { endpointKey, isUnspecifiedHost, normalizeHost } from "../schema/netaddr.js"
@@ -1081,6 +1086,20 @@ export const make = (
   })
 
 /**
+ * makeOnSocket runs the Rendezvous actor on a socket: its own (`layer`), or the UDP session demux's
+ * `other` view of the shared port, which carries every datagram that is not a session packet.
+ */
+export const makeOnSocket = (
+  config: RendezvousConfig,
+  socket: DatagramSocket,
+): Effect.Effect<RendezvousService, never, Signatures | Scope.Scope> =>
+  Effect.gen(function* () {
+    const service = yield* make(config, { local: socket.local, send: socket.send })
+    yield* Effect.forkScoped(Stream.runForEach(socket.received, service.receive))
+    return service
+  })
+
+/**
  * layer runs the Rendezvous actor on its own UDP socket bound at `bind` (until the session demux
  * hands it datagrams instead): every datagram the socket receives goes to `receive`.
  */
@@ -1089,11 +1108,7 @@ export const layer = (
 ): Layer.Layer<Rendezvous, DatagramError, Datagrams | Signatures> =>
   Layer.scoped(
     Rendezvous,
-    Effect.gen(function* () {
-      const datagrams = yield* Datagrams
-      const socket = yield* datagrams.bind(config.bind)
-      const service = yield* make(config, { local: socket.local, send: socket.send })
-      yield* Effect.forkScoped(Stream.runForEach(socket.received, service.receive))
-      return service
-    }),
+    Effect.flatMap(Datagrams, (datagrams) =>
+      Effect.flatMap(datagrams.bind(config.bind), (socket) => makeOnSocket(config, socket)),
+    ),
   )
