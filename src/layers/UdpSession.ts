@@ -397,6 +397,8 @@ class Session {
   recoveryStartPn = 0
   largestAcked = -1
   pingWanted = false
+  /** probes: packets that may be sent past the congestion window (after a first RTO expiry) */
+  probes = 0
   /**
    * verified: the remote has shown it receives what we send (it acked one of our packets; the
    * initiator chose the address itself). Until then a responder sends at most as many bytes as it
@@ -760,8 +762,23 @@ class Session {
     if (packet.ping && this.state === "opening") this.pingWanted = true
   }
 
-  /** onTimeout is RTO expiry (RFC 6298 §5.4–5.7): everything in flight is lost, the window restarts, the timer backs off. */
+  /**
+   * onTimeout is RTO expiry; the timer backs off either way (RFC 6298 §5.5). The first expiry sends
+   * a probe, the oldest packet's data ahead of the congestion window (RFC 9002 §6.2.4): when only an
+   * ACK was lost, the probe's ACK reports the rest received and nothing else is resent. A repeated
+   * expiry is taken as real loss (RFC 6298 §5.4–5.7): everything in flight is lost and the window
+   * restarts from MIN_CWND_BYTES.
+   */
   private onTimeout(): void {
+    if (this.backoff === 0) {
+      this.backoff++
+      const oldest = this.sent[0]!
+      this.lose(oldest)
+      if (oldest.ranges.length === 0) this.pingWanted = true
+      this.sent = this.sent.filter((p) => !p.gone)
+      this.probes = 1
+      return
+    }
     const inFlight = this.bytesInFlight
     for (const packet of this.sent) this.lose(packet)
     this.sent = []
@@ -846,7 +863,7 @@ class Session {
   }
 
   private canSendData(): boolean {
-    return this.bytesInFlight < this.cwnd
+    return this.bytesInFlight < this.cwnd || this.probes > 0
   }
 
   private hasData(): boolean {
@@ -1009,6 +1026,7 @@ class Session {
       this.bytesInFlight += packet.length
       this.lastAckElicitingSent = now
       if (retransmitted) this.packetsRetransmitted++
+      if (this.probes > 0) this.probes--
     }
     return packet
   }
@@ -1037,8 +1055,9 @@ class Session {
     return packet
   }
 
+  /** maybeFinish ends a closed session once its FIN and every byte before it are acked (a FIN's ACK alone does not say earlier packets arrived). */
   maybeFinish(now: number): void {
-    if (this.live && this.localClosed && this.finAcked && this.readClosed)
+    if (this.live && this.localClosed && this.finAcked && this.sendBase >= this.finOffset && this.readClosed)
       this.end("finished", now, undefined)
   }
 

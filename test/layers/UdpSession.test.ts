@@ -301,23 +301,29 @@ describe("UDP session", () => {
       }),
   )
 
-  it.scoped("close delivers everything written before it, then the remote's read ends", () =>
-    Effect.gen(function* () {
-      const { client, server, a } = yield* pair(4, { loss: 0.05, reorder: 0.05 })
-      const data = pattern(300_000, 4)
-      const reading = yield* Effect.fork(readAll(server))
-      yield* writeAll(client, data)
-      yield* client.close
-      // our own read ended at once; writes after close fail
-      expect(Chunk.size(yield* Stream.runCollect(client.read))).toBe(0)
-      expect((yield* Effect.flip(client.write(new Uint8Array(1)))).reason).toBe("closed")
-      const received = yield* runUntilDone(reading, "50 millis", 2_000)
-      expect(Buffer.compare(received, data)).toBe(0)
-      // the server closes too; both sessions finish and are forgotten after the linger
-      yield* server.close
-      for (let i = 0; i < 40; i++) yield* TestClock.adjust("1 second")
-      expect((yield* a.stats).sessions).toBe(0)
-    }),
+  // Seed 304 once finished a session on the FIN's ACK while earlier data was still unacked and lost.
+  it.effect.each([4, 304, 504])(
+    "close delivers everything written before it, then the remote's read ends (seed %i)",
+    (seed) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const { client, server, a, b } = yield* pair(seed, { loss: 0.05, reorder: 0.05 })
+          const data = pattern(300_000, seed)
+          const reading = yield* Effect.fork(readAll(server))
+          yield* writeAll(client, data)
+          yield* client.close
+          // our own read ended at once; writes after close fail
+          expect(Chunk.size(yield* Stream.runCollect(client.read))).toBe(0)
+          expect((yield* Effect.flip(client.write(new Uint8Array(1)))).reason).toBe("closed")
+          const received = yield* runUntilDone(reading, "50 millis", 2_000)
+          expect(Buffer.compare(received, data)).toBe(0)
+          // the server closes too; both sessions finish and are forgotten after the linger
+          yield* server.close
+          for (let i = 0; i < 40; i++) yield* TestClock.adjust("1 second")
+          expect((yield* a.stats).sessions).toBe(0)
+          expect((yield* b.stats).sessions).toBe(0)
+        }),
+      ),
   )
 
   it.scoped("abort makes the remote's read fail with reset", () =>
