@@ -13,12 +13,12 @@ import { U16, U64 } from "./wire.js"
  * | type | message | fields after the type byte | bytes |
  * |---|---|---|---|
  * | 0x01 | echo | txid u32, cookie 16 | 21 |
- * | 0x02 | echo-reply | txid u32, observed endpoint | 8–72 |
+ * | 0x02 | echo-reply | txid u32, observed endpoint | 9–72 |
  * | 0x03 | cookie | txid u32, cookie 16 | 21 |
  * | 0x04 | register | txid u32, cookie 16, identity | 158 |
- * | 0x05 | registered | txid u32, ttl seconds u32, observed endpoint | 12–76 |
+ * | 0x05 | registered | txid u32, ttl seconds u32, observed endpoint | 13–76 |
  * | 0x06 | introduce | txid u32, cookie 16, target node key 32, identity | 190 |
- * | 0x07 | introduction | txid u32, node key 32, session key 32, flags u8, endpoint | 73–137 |
+ * | 0x07 | introduction | txid u32, node key 32, session key 32, flags u8, endpoint | 74–137 |
  * | 0x08 | refused | txid u32, reason u8 | 6 |
  * | 0x09 | punch | nonce u64, sender node key 32 | 41 |
  * | 0x0a | punch-ack | nonce u64, sender node key 32 | 41 |
