@@ -191,10 +191,7 @@ const runUntilDone = <A, E>(
 ) =>
   Effect.gen(function* () {
     for (let i = 0; i < maxSteps; i++) {
-      if ((yield* Fiber.poll(fiber))._tag === "Some") {
-        if (process.env.UDP_DEBUG) console.log(`steps ${i}`)
-        break
-      }
+      if ((yield* Fiber.poll(fiber))._tag === "Some") break
       yield* TestClock.adjust(step)
     }
     return yield* Fiber.join(fiber)
