@@ -1,39 +1,10 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Chunk, Clock, Effect, Either, Exit, Fiber, Queue, Random, Scope, Stream, TestClock } from "effect"
-import { type Connection, layerTcp, Transport, type TransportError } from "../../src/layers/Transport.js"
+import { Clock, Effect, Either, Exit, Fiber, Queue, Random, Scope, Stream, TestClock } from "effect"
+import { type Connection, layerTcp, Transport } from "../../src/layers/Transport.js"
 import { type LinkOptions, makeSimNetwork } from "../../src/layers/TransportSim.js"
-import { concat } from "../support/bytes.js"
+import { pattern, readAll, readExactly } from "../support/streams.js"
 
 const loopback = { host: "127.0.0.1", port: 0 }
-
-/** concat joins chunks into one buffer. */
-
-/** readAll is every byte the connection delivers until the peer closes. */
-const readAll = (conn: Connection): Effect.Effect<Uint8Array, TransportError> =>
-  Stream.runCollect(conn.read).pipe(Effect.map((chunks) => concat(...Chunk.toReadonlyArray(chunks))))
-
-/** pattern is `size` bytes of a seeded pseudo-random pattern (an LCG: fast, and not Math.random). */
-const pattern = (size: number, seed: number): Uint8Array => {
-  const out = new Uint8Array(size)
-  let x = seed >>> 0
-  for (let i = 0; i < size; i++) {
-    x = (Math.imul(x, 1_664_525) + 1_013_904_223) >>> 0
-    out[i] = x >>> 24
-  }
-  return out
-}
-
-/** readExactly reads until `size` bytes have arrived (the peer sends no more than that). */
-const readExactly = (conn: Connection, size: number): Effect.Effect<Uint8Array, TransportError> =>
-  Stream.runFoldWhile(
-    conn.read,
-    { chunks: [] as Array<Uint8Array>, total: 0 },
-    (acc) => acc.total < size,
-    (acc, chunk) => {
-      acc.chunks.push(chunk)
-      return { chunks: acc.chunks, total: acc.total + chunk.length }
-    },
-  ).pipe(Effect.map((acc) => concat(...acc.chunks)))
 
 /** writeInPieces writes `bytes` in seeded random-sized writes (1 B to 64 KiB). */
 const writeInPieces = (conn: Connection, bytes: Uint8Array, seed: number) =>

@@ -38,7 +38,7 @@ import {
   SESSION_OPEN,
   type SessionFrame,
 } from "../../src/schema/session.js"
-import { concat } from "../support/bytes.js"
+import { pattern, readAll, readExactly } from "../support/streams.js"
 
 /** Faults apply to each datagram independently: dropped, delivered twice, held back behind the next one, or one byte flipped. */
 interface Faults {
@@ -149,33 +149,6 @@ const M = { host: "127.0.0.3", port: 4003 }
 const secret = (n: number) => new Uint8Array(32).fill(n)
 const keysA = sessionKeysFromSecret(secret(1))
 const keysB = sessionKeysFromSecret(secret(2))
-
-/** pattern is `size` bytes of a seeded pattern (an LCG). */
-const pattern = (size: number, seed: number): Uint8Array => {
-  const out = new Uint8Array(size)
-  let x = seed >>> 0
-  for (let i = 0; i < size; i++) {
-    x = (Math.imul(x, 1_664_525) + 1_013_904_223) >>> 0
-    out[i] = x >>> 24
-  }
-  return out
-}
-
-/** readExactly reads until `size` bytes have arrived. */
-const readExactly = (conn: UdpConnection, size: number): Effect.Effect<Uint8Array, TransportError> =>
-  Stream.runFoldWhile(
-    conn.read,
-    { chunks: [] as Array<Uint8Array>, total: 0 },
-    (acc) => acc.total < size,
-    (acc, chunk) => {
-      acc.chunks.push(chunk)
-      return { chunks: acc.chunks, total: acc.total + chunk.length }
-    },
-  ).pipe(Effect.map((acc) => concat(...acc.chunks)))
-
-/** readAll is every byte until the stream ends. */
-const readAll = (conn: UdpConnection): Effect.Effect<Uint8Array, TransportError> =>
-  Stream.runCollect(conn.read).pipe(Effect.map((chunks) => concat(...Chunk.toReadonlyArray(chunks))))
 
 /** writeAll writes `bytes` in 16 KiB pieces (write never waits). */
 const writeAll = (conn: UdpConnection, bytes: Uint8Array) =>
