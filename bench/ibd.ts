@@ -52,6 +52,7 @@ const nodeConfig = (dataDir: string, connect: ReadonlyArray<number>): NodeConfig
       dataDir,
       role: "full",
       listen: { host: "127.0.0.1", port: 0 },
+      udp: { host: "127.0.0.1", port: 0 },
       ...(connect.length > 0 ? { connect: connect.map((port) => ({ host: "127.0.0.1", port })) } : {}),
     },
   )

@@ -1,6 +1,6 @@
 import * as os from "node:os"
 import * as path from "node:path"
-import { Clock, Deferred, Duration, Effect, Either, Layer, Option } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Ref, Schedule } from "effect"
 import * as AddrBookActor from "../actors/AddrBook.js"
 import * as ChainActor from "../actors/Chain.js"
 import { Chain } from "../actors/Chain.js"
@@ -9,6 +9,8 @@ import * as MinerActor from "../actors/Miner.js"
 import { defaultPeerTimings } from "../actors/Peer.js"
 import * as PeerManager from "../actors/PeerManager.js"
 import * as RelayActor from "../actors/Relay.js"
+import * as RendezvousActor from "../actors/Rendezvous.js"
+import { Rendezvous, type RendezvousLimits, type RendezvousService } from "../actors/Rendezvous.js"
 import * as SpamFilterActor from "../actors/SpamFilter.js"
 import * as SyncActor from "../actors/Sync.js"
 import { defaultSpamPolicy, type SpamPolicy } from "../actors/spamPolicy.js"
@@ -18,10 +20,15 @@ import { decodeAddress } from "../consensus/address.js"
 import { networks } from "../consensus/params.js"
 import { layerMemory } from "../layers/ChainStore.js"
 import { layerLmdb } from "../layers/ChainStoreLmdb.js"
+import { DatagramError, Datagrams } from "../layers/Datagram.js"
+import { layerUdp } from "../layers/DatagramUdp.js"
 import * as Keystore from "../layers/Keystore.js"
-import { layerDefault } from "../layers/Signatures.js"
+import * as NodeIdentity from "../layers/NodeIdentity.js"
+import { layerDefault, type Signatures } from "../layers/Signatures.js"
 import { layerInline, layerPool } from "../layers/SigVerifier.js"
-import { layerTcp, type Transport } from "../layers/Transport.js"
+import { type Endpoint, layerTcp, type Transport } from "../layers/Transport.js"
+import { type NatStatus, UdpEndpoint } from "../layers/UdpEndpoint.js"
+import { makeSessionEndpoint, sessionKeysFromSecret } from "../layers/UdpSession.js"
 import { chainMethods, walletMethods } from "../rpc/methods.js"
 import { netMethods, userAgent } from "../rpc/netMethods.js"
 import * as RpcServer from "../rpc/Server.js"
@@ -97,6 +104,12 @@ export const spamPolicyOf = (config: NodeConfig): SpamPolicy => {
 /** NodeOptions are what an embedding program or a simulation swaps: the transport (default TCP). */
 export interface NodeOptions {
   readonly transport?: Layer.Layer<Transport>
+  /** the datagram layer `udp` is bound on (default node:dgram; sims pass `DatagramSim.layer(host)`) */
+  readonly datagrams?: Layer.Layer<Datagrams>
+  /** the node's identity (default `<dataDir>/nodekey` with LMDB storage, a fresh one in memory) */
+  readonly identity?: Layer.Layer<NodeIdentity.NodeIdentity, never, Signatures>
+  /** overrides of the Rendezvous limits and timers */
+  readonly rendezvous?: Partial<RendezvousLimits>
   /** overrides of the derived network settings (simulations shorten timeouts) */
   readonly net?: Partial<PeerManager.NetConfig>
   readonly sync?: SyncActor.SyncConfig
@@ -124,6 +137,93 @@ const network = (config: NodeConfig, options: NodeOptions) => {
   )
 }
 
+/** natRetry spaces NAT discovery attempts after a failure: 5 s doubling, at most 10 minutes apart. */
+const natRetry = Schedule.exponential(Duration.seconds(5)).pipe(
+  Schedule.union(Schedule.spaced(Duration.minutes(10))),
+)
+
+/**
+ * discoverNat runs on its own fiber at start (the node does not wait for it): echo against the
+ * rendezvous servers classifies the NAT; behind a cone NAT the node registers at every server (the
+ * Rendezvous keeps the registrations alive with keepalives, which also hold the NAT mapping open).
+ * A probe that fails, or registrations that all fail, are retried with `natRetry`.
+ */
+const discoverNat = (
+  rendezvous: RendezvousService,
+  servers: ReadonlyArray<Endpoint>,
+  status: Ref.Ref<NatStatus>,
+) => {
+  const attempt = Effect.gen(function* () {
+    const report = yield* rendezvous.probeNat
+    const publicAddress = report.observed[0]?.observed
+    yield* Ref.set(status, { kind: report.kind, publicAddress })
+    const seen = publicAddress === undefined ? "unknown" : endpointKey(publicAddress)
+    if (report.kind !== "cone") {
+      yield* Effect.logInfo(
+        `udp: NAT ${report.kind}, public endpoint ${seen}${report.kind === "symmetric" ? " (hole punching will fail; not registering)" : ""}`,
+      )
+      return
+    }
+    const results = yield* Effect.forEach(servers, (server) => Effect.either(rendezvous.register(server)))
+    const registered = servers.filter((_, i) => Either.isRight(results[i]!))
+    const failed = results.find(Either.isLeft)
+    if (registered.length === 0 && failed !== undefined) return yield* Effect.fail(failed.left)
+    yield* Effect.logInfo(
+      `udp: NAT cone, public endpoint ${seen}, registered at ${registered.map(endpointKey).join(", ")}`,
+    )
+  })
+  return attempt.pipe(
+    Effect.tapError((e) => Effect.logWarning(`udp: NAT discovery failed (${e.message}); will retry`)),
+    Effect.retry(natRetry),
+  )
+}
+
+/**
+ * udp is the node's UDP side (issue 8): `config.udp` bound on the datagram layer, the session
+ * endpoint on it with the identity's session keys, and the Rendezvous actor on the endpoint's `other`
+ * view of the same port. With rendezvous servers configured the node probes its NAT in the background
+ * (and registers when behind a cone NAT) and does not serve; with none it serves others. Provides
+ * Rendezvous, UdpEndpoint and NodeIdentity. A `udp` address in use fails the start.
+ */
+const udp = (config: NodeConfig, options: NodeOptions) => {
+  const identity =
+    options.identity ??
+    (config.storage === "lmdb" ? NodeIdentity.layerFile(config.dataDir) : NodeIdentity.layerRandom)
+  const stack = Layer.scopedContext(
+    Effect.gen(function* () {
+      const id = yield* NodeIdentity.NodeIdentity
+      const socket = yield* (yield* Datagrams).bind(config.udp).pipe(
+        Effect.mapError(
+          (e) =>
+            new DatagramError({
+              reason: e.reason,
+              detail: `udp ${endpointKey(config.udp)}: ${e.detail}${e.reason === "in-use" ? " (another process holds this port: set udp in node.json or --udp)" : ""}`,
+            }),
+        ),
+      )
+      const sessions = yield* makeSessionEndpoint(socket, { keys: sessionKeysFromSecret(id.sessionSecret) })
+      const servers = config.rendezvous
+      const rendezvous = yield* RendezvousActor.makeOnSocket(
+        {
+          nodeSecretKey: id.secretKey,
+          sessionPublicKey: sessions.publicKey,
+          servers,
+          serve: servers.length === 0,
+          limits: { ...RendezvousActor.defaultRendezvousLimits, ...options.rendezvous },
+        },
+        sessions.other,
+      )
+      const status = yield* Ref.make<NatStatus>({ kind: "unknown", publicAddress: undefined })
+      if (servers.length > 0)
+        yield* Effect.forkScoped(Effect.interruptible(discoverNat(rendezvous, servers, status)))
+      return Context.make(Rendezvous, rendezvous).pipe(
+        Context.add(UdpEndpoint, { local: socket.local, sessions, nat: Ref.get(status) }),
+      )
+    }),
+  )
+  return stack.pipe(Layer.provideMerge(identity), Layer.provide(options.datagrams ?? layerUdp))
+}
+
 /** miningKey is the key the miner pays: mining.address, else a fresh wallet address. */
 const miningKey = (config: NodeConfig) =>
   Effect.gen(function* () {
@@ -136,8 +236,9 @@ const miningKey = (config: NodeConfig) =>
 
 /**
  * layer is a whole node without its RPC server, built from a config value: storage, signatures, the
- * verification pool, the Chain, Mempool, Wallet and Miner actors and the P2P network (over TCP unless
- * `options.transport` swaps it) (the Miner mines in the background
+ * verification pool, the Chain, Mempool, Wallet and Miner actors, the P2P network (over TCP unless
+ * `options.transport` swaps it) and the UDP side (`udp`: session endpoint and Rendezvous, over
+ * node:dgram unless `options.datagrams` swaps it) (the Miner mines in the background
  * when `mining.enabled`). Another program embeds a node with it and talks to the actors directly;
  * `storage: "memory"` keeps nothing on disk. With `reindex`, the chain state is rebuilt first.
  */
@@ -156,7 +257,9 @@ export const layer = (config: NodeConfig, options: NodeOptions = {}) => {
       })
     }),
   )
-  return Layer.merge(miner, network(config, options)).pipe(Layer.provideMerge(services(config, options)))
+  return Layer.mergeAll(miner, network(config, options), udp(config, options)).pipe(
+    Layer.provideMerge(services(config, options)),
+  )
 }
 
 /**
@@ -187,8 +290,9 @@ export const run = (config: NodeConfig) =>
         onNone: () => "off",
         onSome: endpointKey,
       })
+      const udpLocal = (yield* UdpEndpoint).local
       yield* Effect.logInfo(
-        `ready: tip ${tip.height}, RPC on ${config.rpc.listen.host}:${config.rpc.listen.port}, P2P on ${p2p}, mining ${config.mining.enabled ? "on" : "off"}`,
+        `ready: tip ${tip.height}, RPC on ${config.rpc.listen.host}:${config.rpc.listen.port}, P2P on ${p2p}, UDP on ${endpointKey(udpLocal)}, mining ${config.mining.enabled ? "on" : "off"}`,
       )
       yield* Deferred.await(shutdown).pipe(Effect.onInterrupt(() => Effect.logInfo("stopping (signal)")))
       yield* Effect.logInfo("stopping")

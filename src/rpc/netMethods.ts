@@ -1,10 +1,11 @@
-import { Clock, Effect, Schema } from "effect"
+import { Clock, Effect, Option, Schema } from "effect"
 import { Mempool } from "../actors/Mempool.js"
 import { PROTOCOL_VERSION } from "../actors/Peer.js"
 import { Network } from "../actors/PeerManager.js"
 import { type BanError, parseSubnet, SpamFilter } from "../actors/SpamFilter.js"
 import { defaultSpamPolicy } from "../actors/spamPolicy.js"
 import type { StorageError } from "../layers/ChainStore.js"
+import { UdpEndpoint } from "../layers/UdpEndpoint.js"
 import { HostPortString } from "../schema/config.js"
 import { endpointKey } from "../schema/netaddr.js"
 import { invalidParameter, method, miscError, RpcError } from "./Server.js"
@@ -83,6 +84,8 @@ export const netMethods = (version: string) => [
         const count = yield* network.connectionCount
         const local = yield* network.localAddresses
         const mempool = yield* (yield* Mempool).info
+        const udp = yield* Effect.serviceOption(UdpEndpoint)
+        const nat = Option.isSome(udp) ? yield* udp.value.nat : undefined
         return {
           version: PROTOCOL_VERSION,
           subversion: userAgent(version),
@@ -91,6 +94,14 @@ export const netMethods = (version: string) => [
           connections_out: count.outbound,
           localaddresses: local.map((ep) => ({ address: ep.host, port: ep.port })),
           relayfee: mempool.mempoolminfee,
+          // UDP (issue 8): the bound port, the NAT kind a rendezvous server told us, our public endpoint
+          ...(Option.isSome(udp)
+            ? { udp: { address: udp.value.local.host, port: udp.value.local.port } }
+            : {}),
+          nat: nat?.kind ?? "unknown",
+          ...(nat?.publicAddress === undefined
+            ? {}
+            : { publicaddress: { address: nat.publicAddress.host, port: nat.publicAddress.port } }),
         }
       }),
     "network state: connections, local addresses as peers see them, relay fee",

@@ -62,6 +62,8 @@ export const startNode = async (
       `127.0.0.1:${p2p}`,
       "--role",
       "full",
+      // a free UDP port of its own (several nodes run on this machine), unless the test sets one
+      ...(extra.includes("--udp") ? [] : ["--udp", "127.0.0.1:0"]),
       ...extra,
     ],
     { cwd: root, stdio: ["ignore", "pipe", "pipe"] },

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto"
 import {
   type Context,
   Duration,
@@ -15,9 +16,13 @@ import type { Mempool } from "../../src/actors/Mempool.js"
 import type { Miner } from "../../src/actors/Miner.js"
 import { NetProbe, type ProbeEvent } from "../../src/actors/net.js"
 import type { Network } from "../../src/actors/PeerManager.js"
+import type { Rendezvous } from "../../src/actors/Rendezvous.js"
 import type { SpamFilter } from "../../src/actors/SpamFilter.js"
 import type { Wallet } from "../../src/actors/Wallet.js"
+import { type DatagramSim, makeDatagramSim } from "../../src/layers/DatagramSim.js"
+import * as NodeIdentity from "../../src/layers/NodeIdentity.js"
 import type { SimNetwork } from "../../src/layers/TransportSim.js"
+import type { UdpEndpoint } from "../../src/layers/UdpEndpoint.js"
 import * as Node from "../../src/node/Node.js"
 import { type NodeConfig, resolveConfig } from "../../src/schema/config.js"
 
@@ -25,7 +30,27 @@ import { type NodeConfig, resolveConfig } from "../../src/schema/config.js"
 export const P2P_PORT = 18444
 
 /** SimServices are what a sim node's context holds for a test. */
-export type SimServices = Chain | Mempool | Wallet | Miner | Network | AddrBook | SpamFilter
+export type SimServices =
+  | Chain
+  | Mempool
+  | Wallet
+  | Miner
+  | Network
+  | AddrBook
+  | SpamFilter
+  | Rendezvous
+  | UdpEndpoint
+  | NodeIdentity.NodeIdentity
+
+/** UDP_PORT is the port every sim node binds for UDP (its `udp` config). */
+export const UDP_PORT = 18445
+
+/** simIdentity is a fixed identity per host (seeded sims stay deterministic): 64 bytes of SHA-256 of the host name. */
+export const simIdentity = (host: string): Uint8Array => {
+  const a = createHash("sha256").update(`nodekey:${host}`).digest()
+  const b = createHash("sha256").update(`sessionkey:${host}`).digest()
+  return new Uint8Array(Buffer.concat([a, b]))
+}
 
 /** SimNode is one node of a simulated network, built from the real node layer over the sim transport. */
 export interface SimNode {
@@ -43,6 +68,7 @@ export const simConfig = (host: string, connect: ReadonlyArray<string> = []): No
       storage: "memory",
       role: "full",
       listen: { host, port: P2P_PORT },
+      udp: { host, port: UDP_PORT },
       ...(connect.length > 0 ? { connect: connect.map((h) => ({ host: h, port: P2P_PORT })) } : {}),
     },
   )
@@ -52,16 +78,28 @@ export const simConfig = (host: string, connect: ReadonlyArray<string> = []): No
 
 /**
  * startNode builds a node at `host` on `sim` in the current scope: real actors, memory storage, inline
- * signature checks, the sim transport, and `probe` (if given) seeing every message.
+ * signature checks, the sim transport, and `probe` (if given) seeing every message. Its UDP side runs
+ * on `datagramSim` (a DatagramSim shared by the test's nodes; default a private one per node, so sims
+ * never bind real ports) with the fixed identity `simIdentity(host)`.
  */
 export const startNode = (
   sim: SimNetwork,
   config: NodeConfig,
-  options: Node.NodeOptions & { readonly probe?: (event: ProbeEvent) => void } = {},
+  options: Omit<Node.NodeOptions, "datagrams"> & {
+    readonly probe?: (event: ProbeEvent) => void
+    readonly datagramSim?: DatagramSim
+  } = {},
 ): Effect.Effect<SimNode, unknown, Scope.Scope> =>
   Effect.gen(function* () {
     const host = config.listen.host
-    const layer = Node.layer(config, { verifier: "inline", ...options, transport: sim.layer(host) })
+    const datagrams = options.datagramSim ?? (yield* makeDatagramSim({ seed: 0 }))
+    const layer = Node.layer(config, {
+      verifier: "inline",
+      identity: NodeIdentity.layerFrom(simIdentity(host)),
+      ...options,
+      transport: sim.layer(host),
+      datagrams: datagrams.layer(host),
+    })
     const withProbe =
       options.probe === undefined
         ? layer
