@@ -1152,6 +1152,7 @@ export const makeSessionEndpoint = (
       remote: session.remote,
       local: socket.local,
       direction: session.initiator ? "outbound" : "inbound",
+      transport: "udp",
       sessionId: session.sessionId,
       remotePublicKey: session.remotePublicKey,
       read: Stream.repeatEffectChunkOption(

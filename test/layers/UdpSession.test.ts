@@ -241,6 +241,7 @@ describe("UDP session", () => {
       expect(Buffer.compare(atClient, down)).toBe(0)
       expect(client.direction).toBe("outbound")
       expect(server.direction).toBe("inbound")
+      expect([client.transport, server.transport]).toEqual(["udp", "udp"])
       expect(server.remote).toEqual(A)
       expect(server.remotePublicKey).toEqual(keysA.publicKey)
       expect(client.sessionId).toBe(server.sessionId)
