@@ -14,6 +14,8 @@ import {
   type Scope,
 } from "effect"
 import { type Connection, type Endpoint, Transport, TransportError } from "../layers/Transport.js"
+import { UdpEndpoint } from "../layers/UdpEndpoint.js"
+import { toHex } from "../schema/hex.js"
 import { endpointKey, hostToBytes, isUnspecifiedHost, normalizeHost } from "../schema/netaddr.js"
 import { AddrMessage } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
@@ -24,6 +26,7 @@ import type { Mempool } from "./Mempool.js"
 import type { PeerHandle, PeerId, PeerInfo, PeerStats } from "./net.js"
 import * as Peer from "./Peer.js"
 import type { Relay } from "./Relay.js"
+import { Rendezvous } from "./Rendezvous.js"
 import { type PeerGuard, SpamFilter } from "./SpamFilter.js"
 import type { Sync } from "./Sync.js"
 
@@ -80,6 +83,12 @@ export interface NetworkService {
   readonly addNode: (ep: Endpoint, command: "add" | "remove" | "onetry") => Effect.Effect<void, NetworkError>
   /** disconnectNode closes every connection to `ep` */
   readonly disconnectNode: (ep: Endpoint) => Effect.Effect<void, NetworkError>
+  /**
+   * connectUdp dials a NAT'd node over UDP (issue 8): the rendezvous `server` introduces us to the
+   * node with x-only key `nodeKey`, both sides punch, and the peer protocol runs over a UDP session.
+   * Returns once the dial has started; the peer shows up in `peers` (transport "udp") when it connects.
+   */
+  readonly connectUdp: (server: Endpoint, nodeKey: Uint8Array) => Effect.Effect<void, NetworkError>
   /** disconnectWhere closes every connection whose remote host passes `test` (a new ban's peers); answers how many */
   readonly disconnectWhere: (test: (host: string) => boolean, reason: string) => Effect.Effect<number>
 }
@@ -109,6 +118,8 @@ interface Conn {
   readonly static: boolean
   /** a feeler: connects, verifies the address, hangs up */
   readonly feeler: boolean
+  /** dialled over UDP through a rendezvous server (`ep` is the server; no target, no address-book entry) */
+  readonly udp: boolean
   readonly nonce: bigint
   handle: PeerHandle | undefined
 }
@@ -158,6 +169,12 @@ type Command =
       readonly reason: string
       readonly reply: Deferred.Deferred<number>
     }
+  | {
+      readonly _tag: "DialUdp"
+      readonly server: Endpoint
+      readonly nodeKey: Uint8Array
+      readonly reply: Deferred.Deferred<void, NetworkError>
+    }
   | { readonly _tag: "Peers"; readonly reply: Deferred.Deferred<ReadonlyArray<PeerHandle>> }
   | { readonly _tag: "Local"; readonly reply: Deferred.Deferred<ReadonlyArray<Endpoint>> }
 
@@ -178,6 +195,9 @@ export const make = (config: NetConfig) =>
     const transport = yield* Transport
     const addrBook = yield* AddrBook
     const spam = yield* SpamFilter
+    /** the node's UDP side, when it has one: sessions to accept, and the Rendezvous to dial NAT'd nodes through */
+    const udp = yield* Effect.serviceOption(UdpEndpoint)
+    const rendezvous = yield* Effect.serviceOption(Rendezvous)
     const scope = yield* Effect.scope
     const context = yield* Effect.context<Chain | Mempool | Sync | Relay | AddrBook>()
     const listener = config.listen === undefined ? undefined : yield* transport.listen(config.listen)
@@ -259,6 +279,7 @@ export const make = (config: NetConfig) =>
           key: endpointKey(ep),
           static: isStatic,
           feeler,
+          udp: false,
           nonce: yield* randomNonce,
           handle: undefined,
         }
@@ -277,6 +298,47 @@ export const make = (config: NetConfig) =>
           ),
         )
         return conn.id
+      })
+
+    /**
+     * dialUdp starts a connection to a NAT'd node through a rendezvous server: introduction, hole
+     * punching, then a UDP session to the punched endpoint. It counts as a configured (static) peer.
+     */
+    const dialUdp = (state: State, server: Endpoint, nodeKey: Uint8Array) =>
+      Effect.gen(function* () {
+        if (Option.isNone(udp) || Option.isNone(rendezvous))
+          return yield* new NetworkError({ code: -29, message: "this node has no UDP endpoint" })
+        const sessions = udp.value.sessions
+        const r = rendezvous.value
+        const admission = yield* spam.admit(server, "outbound", true)
+        if (admission._tag === "Refused")
+          return yield* new NetworkError({ code: -29, message: admission.reason })
+        const key = `udp:${toHex(nodeKey)}@${endpointKey(server)}`
+        const conn: Conn = {
+          id: state.nextId++,
+          inbound: false,
+          ep: server,
+          key,
+          static: true,
+          feeler: false,
+          udp: true,
+          nonce: yield* randomNonce,
+          handle: undefined,
+        }
+        state.conns.set(conn.id, conn)
+        yield* Effect.logDebug(`dialling ${key}`)
+        const connect = Effect.gen(function* () {
+          const punched = yield* r
+            .connect(server, nodeKey)
+            .pipe(Effect.mapError((e) => new TransportError({ reason: "unreachable", detail: e.message })))
+          if (punched._tag === "Failed")
+            return yield* new TransportError({
+              reason: "unreachable",
+              detail: `hole punching failed: ${punched.reason}`,
+            })
+          return yield* sessions.connect({ remote: punched.remote, remotePublicKey: punched.sessionKey })
+        })
+        yield* startPeer(conn, admission.guard, connect)
       })
 
     /** busyKeys: addresses not to dial: connected or being dialled (remote endpoints, dialled targets, inbound peers' listen addresses), ourselves. */
@@ -401,6 +463,7 @@ export const make = (config: NetConfig) =>
           key: endpointKey(inbound.remote),
           static: false,
           feeler: false,
+          udp: inbound.transport === "udp",
           nonce: yield* randomNonce,
           handle: undefined,
         }
@@ -413,7 +476,8 @@ export const make = (config: NetConfig) =>
         const conn = state.conns.get(peer.info.id)
         if (conn === undefined) return false // evicted or removed meanwhile
         // a configured peer whose target went (addnode remove) while it was still connecting
-        if (conn.static && ![...state.targets.values()].some((t) => t.peer === conn.id)) return false
+        if (conn.static && !conn.udp && ![...state.targets.values()].some((t) => t.peer === conn.id))
+          return false
         if (conn.feeler) {
           // the address answered a handshake: verified, now gossipable; the feeler's work is done
           yield* addrBook.markGood(conn.ep, peer.info.services)
@@ -428,12 +492,13 @@ export const make = (config: NetConfig) =>
         if (!info.inbound) {
           const target = state.targets.get(conn.key)
           if (target !== undefined) target.failures = 0
-          if (!conn.static) yield* addrBook.markGood(conn.ep, info.services)
+          if (!conn.static && !conn.udp) yield* addrBook.markGood(conn.ep, info.services)
           const seen = normalizeHost(info.theirView.host)
           if (!isUnspecifiedHost(seen)) state.votes.set(seen, (state.votes.get(seen) ?? 0) + 1)
           // self-announcement: our address as this peer sees it, verified by whoever dials it back
           yield* announceSelf(peer)
-        } else if (info.listenPort > 0) {
+        } else if (info.listenPort > 0 && !conn.udp) {
+          // (a UDP peer's host is its NAT's: its TCP listen port is not reachable there)
           yield* addrBook.addSelfAnnounced(info)
         }
         return true
@@ -575,6 +640,12 @@ export const make = (config: NetConfig) =>
             yield* Deferred.succeed(cmd.reply, n)
             return state
           })
+        case "DialUdp":
+          return dialUdp(state, cmd.server, cmd.nodeKey).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
         case "Peers":
           return Deferred.succeed(
             cmd.reply,
@@ -617,6 +688,13 @@ export const make = (config: NetConfig) =>
     yield* Effect.forkScoped(
       Effect.forever(Effect.zipRight(actor.send({ _tag: "Tick" }), Effect.sleep(config.tick))),
     )
+    // UDP sessions others opened to us are inbound connections like TCP ones (admission, caps, eviction)
+    if (Option.isSome(udp)) {
+      const accepted = udp.value.sessions.accepted
+      yield* Effect.forkScoped(
+        Effect.forever(Effect.flatMap(Queue.take(accepted), (conn) => actor.send({ _tag: "Inbound", conn }))),
+      )
+    }
 
     const service: NetworkService = {
       peers: Effect.gen(function* () {
@@ -640,6 +718,8 @@ export const make = (config: NetConfig) =>
       addNode: (ep, command) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "AddNode", ep, command, reply })),
       disconnectNode: (ep) => Actor.ask(actor, (reply): Command => ({ _tag: "Disconnect", ep, reply })),
+      connectUdp: (server, nodeKey) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "DialUdp", server, nodeKey, reply })),
       disconnectWhere: (test, reason) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "DisconnectWhere", test, reason, reply })),
     }

@@ -257,7 +257,8 @@ export const layer = (config: NodeConfig, options: NodeOptions = {}) => {
       })
     }),
   )
-  return Layer.mergeAll(miner, network(config, options), udp(config, options)).pipe(
+  // the network is built over the UDP side, so the PeerManager takes UDP sessions as connections
+  return Layer.merge(miner, network(config, options).pipe(Layer.provideMerge(udp(config, options)))).pipe(
     Layer.provideMerge(services(config, options)),
   )
 }

@@ -1,12 +1,18 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Queue, TestClock } from "effect"
+import { Effect, Either, Fiber, Option, TestClock } from "effect"
+import { Chain } from "../../src/actors/Chain.js"
+import { Miner } from "../../src/actors/Miner.js"
+import { Network } from "../../src/actors/PeerManager.js"
 import { Rendezvous } from "../../src/actors/Rendezvous.js"
+import { Wallet } from "../../src/actors/Wallet.js"
+import { decodeAddress } from "../../src/consensus/address.js"
+import { regtest } from "../../src/consensus/params.js"
 import { makeDatagramSim } from "../../src/layers/DatagramSim.js"
 import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import { UdpEndpoint } from "../../src/layers/UdpEndpoint.js"
 import { toHex } from "../../src/schema/hex.js"
+import type { PublicKey } from "../../src/schema/primitives.js"
 import { quiet, settle, simConfig, simTime, startNode, UDP_PORT, waitUntil } from "../support/simnet.js"
-import { pattern, readExactly } from "../support/streams.js"
 
 const SERVER = "203.0.113.1"
 const A_PRIVATE = "192.168.1.10"
@@ -41,7 +47,7 @@ const advance = (ms: number) =>
 
 describe("the node's UDP stack on a simulated network with NATs (TestClock)", () => {
   it.scoped(
-    "a NAT'd node registers at a public node and stays registered; another NAT'd node punches to it and a session carries bytes both ways",
+    "a NAT'd node registers at a public node and stays registered; another NAT'd node punches to it and opens a session with its key",
     () =>
       quiet(
         Effect.gen(function* () {
@@ -106,28 +112,89 @@ describe("the node's UDP stack on a simulated network with NATs (TestClock)", ()
           expect(punched.remote).toEqual(status.publicAddress)
           expect(toHex(punched.sessionKey)).toBe(toHex(aSessionKey))
 
-          // a UDP session over the punched path, authenticated with A's session key, both ways
+          // a UDP session over the punched path, authenticated with A's session key, both ways; A's
+          // PeerManager takes the inbound session as a peer, so this raw session is B's own business
           const bSessions = (yield* b.run(UdpEndpoint)).sessions
-          const aSessions = (yield* a.run(UdpEndpoint)).sessions
           const outbound = yield* runFor(
             bSessions.connect({ remote: punched.remote, remotePublicKey: punched.sessionKey }),
           )
-          const inbound = yield* runFor(Queue.take(aSessions.accepted))
-          // each side knows the other's session key: the session is authenticated to it
           expect(toHex(outbound.remotePublicKey)).toBe(toHex(aSessionKey))
-          expect(toHex(inbound.remotePublicKey)).toBe(toHex(bSessions.publicKey))
-          expect(inbound.remote.host).toBe(B_PUBLIC)
-          const toA = pattern(20_000, 1)
-          const toB = pattern(20_000, 2)
-          yield* outbound.write(toA)
-          yield* inbound.write(toB)
-          const [atA, atB] = yield* runFor(
-            Effect.all([readExactly(inbound, toA.length), readExactly(outbound, toB.length)], {
-              concurrency: 2,
+        }),
+      ),
+    { timeout: 60_000 },
+  )
+
+  it.scoped(
+    "two NAT'd nodes become peers over a punched UDP session and one syncs 500 blocks from the other",
+    () =>
+      quiet(
+        Effect.gen(function* () {
+          yield* simTime
+          const tcp = yield* makeSimNetwork({ seed: 9, defaultLink: { latency: "20 millis" } })
+          const udp = yield* makeDatagramSim({ seed: 9, defaultLink: { latency: "20 millis" } })
+          const server = { host: SERVER, port: UDP_PORT }
+          for (const [pub, priv] of [
+            [A_PUBLIC, A_PRIVATE],
+            [B_PUBLIC, B_PRIVATE],
+          ] as const) {
+            yield* udp.addNat({
+              publicHost: pub,
+              type: "port-restricted",
+              privateHosts: [priv],
+              mappingTimeout: MAPPING_TIMEOUT_MS,
+            })
+          }
+          yield* startNode(tcp, simConfig(SERVER), { datagramSim: udp })
+          const nat = (host: string) => ({
+            ...simConfig(host),
+            rendezvous: [server],
+            listen: { host, port: 0 },
+          })
+          const a = yield* startNode(tcp, nat(A_PRIVATE), { datagramSim: udp })
+          const b = yield* startNode(tcp, nat(B_PRIVATE), { datagramSim: udp })
+          const hashes = yield* a.run(
+            Effect.gen(function* () {
+              const address = yield* (yield* Wallet).newAddress
+              const key = Either.getOrThrow(decodeAddress(regtest.hrp, address)) as PublicKey
+              return yield* (yield* Miner).generate(500, key)
             }),
           )
-          expect(toHex(atA)).toBe(toHex(toA))
-          expect(toHex(atB)).toBe(toHex(toB))
+          // both registered at S (a cone NAT each)
+          yield* waitUntil(
+            Effect.map(b.run(Effect.flatMap(UdpEndpoint, (u) => u.nat)), (n) => n.kind === "cone"),
+            "30 seconds",
+          )
+          yield* advance(2_000)
+          const aKey = (yield* a.run(Rendezvous)).nodeKey
+          yield* b.run(Effect.flatMap(Network, (n) => n.connectUdp(server, aKey)))
+          const udpPeers = (node: typeof a) =>
+            node.run(
+              Effect.map(
+                Effect.flatMap(Network, (n) => n.peers),
+                (ps) => ps.filter((p) => p.info.transport === "udp"),
+              ),
+            )
+          yield* waitUntil(
+            Effect.map(
+              Effect.all([udpPeers(a), udpPeers(b)]),
+              ([pa, pb]) => pa.length === 1 && pb.length === 1,
+            ),
+            "60 seconds",
+          )
+          const [[atA], [atB]] = [yield* udpPeers(a), yield* udpPeers(b)]
+          expect(atA!.info.inbound).toBe(true)
+          expect(atA!.info.addr.host).toBe(B_PUBLIC)
+          expect(atB!.info.inbound).toBe(false)
+          expect(atB!.info.addr.host).toBe(A_PUBLIC)
+          // B syncs A's 500 blocks over the session (B has no other peer: its TCP connects nowhere)
+          const tipOf = (node: typeof a) => node.run(Effect.flatMap(Chain, (c) => c.tip))
+          yield* waitUntil(
+            Effect.map(tipOf(b), (t) => t.height === 500),
+            "300 seconds",
+            "200 millis",
+          )
+          expect(toHex((yield* tipOf(b)).hash)).toBe(toHex(hashes[hashes.length - 1]!))
+          expect((yield* b.run(Effect.flatMap(Network, (n) => n.peers))).length).toBe(1)
         }),
       ),
     { timeout: 60_000 },
