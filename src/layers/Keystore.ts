@@ -5,6 +5,7 @@ import { Context, Effect, Either, Layer, ParseResult, Ref, Schema } from "effect
 import { taggedHash } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import { fromHex, toHex } from "../schema/hex.js"
+import { writePrivateFileAtomic } from "./files.js"
 import { Signatures } from "./Signatures.js"
 
 /**
@@ -290,24 +291,7 @@ const attempt = <A>(walletPath: string, operation: string, f: () => A): Effect.E
  * another mode), fsync it, rename it over the old, fsync the directory so the rename itself is durable.
  */
 const writeAtomic = (file: string, text: string): Effect.Effect<void, WalletFileError> =>
-  attempt(file, "write", () => {
-    const tmp = `${file}.tmp`
-    const fd = fs.openSync(tmp, "w", 0o600)
-    try {
-      fs.fchmodSync(fd, 0o600)
-      fs.writeFileSync(fd, text)
-      fs.fsyncSync(fd)
-    } finally {
-      fs.closeSync(fd)
-    }
-    fs.renameSync(tmp, file)
-    const dir = fs.openSync(path.dirname(file), "r")
-    try {
-      fs.fsyncSync(dir)
-    } finally {
-      fs.closeSync(dir)
-    }
-  })
+  attempt(file, "write", () => writePrivateFileAtomic(file, text))
 
 /** randomBytes draws from the OS CSPRNG. Effect's `Random` is a seeded PRNG, never fit for key material. */
 const randomBytes = (n: number): Effect.Effect<Uint8Array> =>

@@ -3,6 +3,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Effect, Layer, Schema } from "effect"
 import { fromHex, toHex } from "../schema/hex.js"
+import { writePrivateFileAtomic } from "./files.js"
 import { Signatures } from "./Signatures.js"
 
 /**
@@ -122,22 +123,7 @@ const attempt = <A>(file: string, f: () => A): Effect.Effect<A, NodeIdentityErro
 const writeNew = (file: string, text: string) =>
   attempt(file, () => {
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 })
-    const tmp = `${file}.tmp`
-    const fd = fs.openSync(tmp, "w", 0o600)
-    try {
-      fs.fchmodSync(fd, 0o600)
-      fs.writeFileSync(fd, text)
-      fs.fsyncSync(fd)
-    } finally {
-      fs.closeSync(fd)
-    }
-    fs.renameSync(tmp, file)
-    const dir = fs.openSync(path.dirname(file), "r")
-    try {
-      fs.fsyncSync(dir)
-    } finally {
-      fs.closeSync(dir)
-    }
+    writePrivateFileAtomic(file, text)
   })
 
 /**
