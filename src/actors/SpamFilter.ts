@@ -179,14 +179,19 @@ export const parseSubnet = (text: string): Subnet | undefined => {
   }
 }
 
-const subnetMatches = (subnet: Subnet, host: string): boolean => {
-  if (subnet._tag === "Name") return subnet.key === host
-  if (!ipaddr.isValid(host)) return false
-  let addr = ipaddr.parse(host)
-  if (addr.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress())
+/**
+ * inSubnetOf parses `host` once (IPv4-mapped IPv6 as IPv4) and answers, for any number of subnets,
+ * whether it lies in them: a ban lookup scans every range ban with one parse.
+ */
+const inSubnetOf = (host: string): ((subnet: Subnet) => boolean) => {
+  const h = normalizeHost(host)
+  let addr = ipaddr.isValid(h) ? ipaddr.parse(h) : undefined
+  if (addr?.kind() === "ipv6" && (addr as ipaddr.IPv6).isIPv4MappedAddress())
     addr = (addr as ipaddr.IPv6).toIPv4Address()
-  if (addr.kind() !== subnet.addr.kind()) return false
-  return addr.match(subnet.addr, subnet.bits)
+  return (subnet) =>
+    subnet._tag === "Name"
+      ? subnet.key === h
+      : addr !== undefined && addr.kind() === subnet.addr.kind() && addr.match(subnet.addr, subnet.bits)
 }
 
 /** exactKey is the ban key of a single host (its /32 or /128), for the fast lookup. */
@@ -291,8 +296,9 @@ export const make = (
     const lookup = (state: State, host: string, at: number): Ban | undefined => {
       const exact = state.exact.get(exactKey(host))
       if (exact !== undefined && exact.entry.until > at) return exact
+      const holds = inSubnetOf(host)
       for (const ban of state.ranges.values()) {
-        if (ban.entry.until > at && subnetMatches(ban.subnet, normalizeHost(host))) return ban
+        if (ban.entry.until > at && holds(ban.subnet)) return ban
       }
       return undefined
     }
@@ -608,7 +614,7 @@ export const make = (
       clearBanned: Actor.ask(actor, (reply): Cmd => ({ _tag: "Clear", reply })),
       matches: (subnet, host) => {
         const parsed = parseSubnet(subnet)
-        return parsed !== undefined && subnetMatches(parsed, normalizeHost(host))
+        return parsed !== undefined && inSubnetOf(host)(parsed)
       },
     }
     return service
