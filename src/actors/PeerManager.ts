@@ -264,8 +264,34 @@ export const make = (config: NetConfig) =>
         )
       })
 
-    /** dial starts an outbound connection; undefined when the spam filter refuses the address (banned). */
-    const dial = (state: State, ep: Endpoint, isStatic: boolean, feeler = false) =>
+    /**
+     * punchAndConnect reaches a NAT'd node over UDP: the rendezvous `server` introduces us to the node
+     * with key `nodeKey`, both sides punch, then a UDP session opens to the punched endpoint.
+     */
+    const punchAndConnect = (server: Endpoint, nodeKey: Uint8Array) =>
+      Effect.gen(function* () {
+        if (Option.isNone(udp) || Option.isNone(rendezvous))
+          return yield* new TransportError({ reason: "unreachable", detail: "this node has no UDP endpoint" })
+        const punched = yield* rendezvous.value
+          .connect(server, nodeKey)
+          .pipe(Effect.mapError((e) => new TransportError({ reason: "unreachable", detail: e.message })))
+        if (punched._tag === "Failed")
+          return yield* new TransportError({
+            reason: "unreachable",
+            detail: `hole punching failed: ${punched.reason}`,
+          })
+        return yield* udp.value.sessions.connect({
+          remote: punched.remote,
+          remotePublicKey: punched.sessionKey,
+        })
+      })
+
+    /**
+     * dial starts an outbound connection: over TCP to `ep`, or with `viaUdp` (a node key) over UDP to
+     * that NAT'd node through the rendezvous server `ep`. Undefined when the spam filter refuses the
+     * address (banned).
+     */
+    const dial = (state: State, ep: Endpoint, isStatic: boolean, feeler = false, viaUdp?: Uint8Array) =>
       Effect.gen(function* () {
         const admission = yield* spam.admit(ep, "outbound", isStatic)
         if (admission._tag === "Refused") {
@@ -276,69 +302,39 @@ export const make = (config: NetConfig) =>
           id: state.nextId++,
           inbound: false,
           ep,
-          key: endpointKey(ep),
+          key: viaUdp === undefined ? endpointKey(ep) : `udp:${toHex(viaUdp)}@${endpointKey(ep)}`,
           static: isStatic,
           feeler,
-          udp: false,
+          udp: viaUdp !== undefined,
           nonce: yield* randomNonce,
           handle: undefined,
         }
         state.conns.set(conn.id, conn)
         if (!isStatic) yield* addrBook.markAttempt(ep)
         yield* Effect.logDebug(`dialling ${conn.key}`)
-        yield* startPeer(
-          conn,
-          admission.guard,
-          transport.connect(ep).pipe(
-            Effect.timeoutFail({
-              duration: config.connectTimeout,
-              onTimeout: () =>
-                new TransportError({ reason: "timeout", detail: `connect to ${conn.key} timed out` }),
-            }),
-          ),
-        )
+        const connect =
+          viaUdp === undefined
+            ? transport.connect(ep).pipe(
+                Effect.timeoutFail({
+                  duration: config.connectTimeout,
+                  onTimeout: () =>
+                    new TransportError({ reason: "timeout", detail: `connect to ${conn.key} timed out` }),
+                }),
+              )
+            : punchAndConnect(ep, viaUdp)
+        yield* startPeer(conn, admission.guard, connect)
         return conn.id
       })
 
     /**
-     * dialUdp starts a connection to a NAT'd node through a rendezvous server: introduction, hole
-     * punching, then a UDP session to the punched endpoint. It counts as a configured (static) peer.
+     * dialUdp starts a connection to a NAT'd node through a rendezvous server (see `dial`); it counts
+     * as a configured (static) peer.
      */
     const dialUdp = (state: State, server: Endpoint, nodeKey: Uint8Array) =>
       Effect.gen(function* () {
         if (Option.isNone(udp) || Option.isNone(rendezvous))
           return yield* new NetworkError({ code: -29, message: "this node has no UDP endpoint" })
-        const sessions = udp.value.sessions
-        const r = rendezvous.value
-        const admission = yield* spam.admit(server, "outbound", true)
-        if (admission._tag === "Refused")
-          return yield* new NetworkError({ code: -29, message: admission.reason })
-        const key = `udp:${toHex(nodeKey)}@${endpointKey(server)}`
-        const conn: Conn = {
-          id: state.nextId++,
-          inbound: false,
-          ep: server,
-          key,
-          static: true,
-          feeler: false,
-          udp: true,
-          nonce: yield* randomNonce,
-          handle: undefined,
-        }
-        state.conns.set(conn.id, conn)
-        yield* Effect.logDebug(`dialling ${key}`)
-        const connect = Effect.gen(function* () {
-          const punched = yield* r
-            .connect(server, nodeKey)
-            .pipe(Effect.mapError((e) => new TransportError({ reason: "unreachable", detail: e.message })))
-          if (punched._tag === "Failed")
-            return yield* new TransportError({
-              reason: "unreachable",
-              detail: `hole punching failed: ${punched.reason}`,
-            })
-          return yield* sessions.connect({ remote: punched.remote, remotePublicKey: punched.sessionKey })
-        })
-        yield* startPeer(conn, admission.guard, connect)
+        yield* dial(state, server, true, false, nodeKey)
       })
 
     /** busyKeys: addresses not to dial: connected or being dialled (remote endpoints, dialled targets, inbound peers' listen addresses), ourselves. */
