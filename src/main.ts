@@ -16,7 +16,9 @@ import {
   checkConfig,
   decodeConfigFile,
   type HostPort,
+  type PeerAddress,
   parseHostPort,
+  parsePeerAddress,
   resolveConfig,
 } from "./schema/config.js"
 import { VERSION } from "./version.js"
@@ -39,8 +41,14 @@ const options = {
   ),
   listen: optionalText("listen", "P2P address HOST:PORT"),
   rpc: optionalText("rpc", "JSON-RPC address HOST:PORT"),
-  connect: repeatedText("connect", "HOST:PORT, repeatable: connect only to these peers"),
-  addnode: repeatedText("addnode", "HOST:PORT, repeatable: extra peers"),
+  connect: repeatedText(
+    "connect",
+    "HOST:PORT or udp:NODEKEY@SERVER:PORT, repeatable: connect only to these peers",
+  ),
+  addnode: repeatedText(
+    "addnode",
+    "HOST:PORT or udp:NODEKEY@SERVER:PORT (a NAT'd node through a rendezvous server), repeatable: extra peers",
+  ),
   rendezvous: repeatedText("rendezvous", "HOST:PORT, repeatable: UDP rendezvous servers"),
   udp: optionalText("udp", "this node's UDP address HOST:PORT"),
   mine: Options.boolean("mine").pipe(Options.withDescription("mine blocks")),
@@ -77,6 +85,17 @@ const endpoint = (flag: string, value: string): Either.Either<HostPort, ConfigEr
     : Either.right(hp)
 }
 
+const peerAddress = (flag: string, value: string): Either.Either<PeerAddress, ConfigError> => {
+  const a = parsePeerAddress(value)
+  return a === undefined
+    ? Either.left(
+        new ConfigError({
+          message: `--${flag}: expected HOST:PORT (port 0-65535) or udp:<64-hex node key>@HOST:PORT, got ${JSON.stringify(value)}`,
+        }),
+      )
+    : Either.right(a)
+}
+
 /** overridesOf turns parsed flags into a partial config, validating each HOST:PORT. */
 const overridesOf = (f: Flags) =>
   Either.gen(function* () {
@@ -88,8 +107,9 @@ const overridesOf = (f: Flags) =>
     const listen = yield* one("listen", f.listen)
     const rpc = yield* one("rpc", f.rpc)
     const udp = yield* one("udp", f.udp)
-    const connect = yield* many("connect", f.connect)
-    const addnode = yield* many("addnode", f.addnode)
+    const peers = (flag: string, vs: ReadonlyArray<string>) => Either.all(vs.map((v) => peerAddress(flag, v)))
+    const connect = yield* peers("connect", f.connect)
+    const addnode = yield* peers("addnode", f.addnode)
     const rendezvous = yield* many("rendezvous", f.rendezvous)
     const overrides: ConfigFile & { reindex?: boolean } = {
       ...Option.match(f.network, { onNone: () => ({}), onSome: (network) => ({ network }) }),

@@ -15,7 +15,7 @@ import {
 } from "effect"
 import { type Connection, type Endpoint, Transport, TransportError } from "../layers/Transport.js"
 import { UdpEndpoint } from "../layers/UdpEndpoint.js"
-import { toHex } from "../schema/hex.js"
+import { type PeerAddress, peerAddressText } from "../schema/config.js"
 import { endpointKey, hostToBytes, isUnspecifiedHost, normalizeHost } from "../schema/netaddr.js"
 import { AddrMessage } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
@@ -36,10 +36,10 @@ export interface NetConfig {
   readonly peer: Omit<Peer.PeerOptions, "static" | "listenPort" | "nonce">
   /** undefined: accept no inbound connections */
   readonly listen: Endpoint | undefined
-  /** non-empty: connect only to these (no address book) */
-  readonly connect: ReadonlyArray<Endpoint>
+  /** non-empty: connect only to these (no address book); an address with a node key is a NAT'd node over UDP */
+  readonly connect: ReadonlyArray<PeerAddress>
   /** extra peers kept connected (outside maxOutbound and the subnet caps) */
-  readonly addnode: ReadonlyArray<Endpoint>
+  readonly addnode: ReadonlyArray<PeerAddress>
   /** outbound connections chosen from the address book */
   readonly maxOutbound: number
   readonly maxInbound: number
@@ -79,16 +79,16 @@ export interface NetworkService {
   readonly localAddresses: Effect.Effect<ReadonlyArray<Endpoint>>
   /** the bound listen address (the actual port when configured with port 0) */
   readonly listening: Option.Option<Endpoint>
-  /** addnode: "add" keeps the peer connected, "remove" stops that (and disconnects it), "onetry" dials once */
-  readonly addNode: (ep: Endpoint, command: "add" | "remove" | "onetry") => Effect.Effect<void, NetworkError>
-  /** disconnectNode closes every connection to `ep` */
-  readonly disconnectNode: (ep: Endpoint) => Effect.Effect<void, NetworkError>
   /**
-   * connectUdp dials a NAT'd node over UDP (issue 8): the rendezvous `server` introduces us to the
-   * node with x-only key `nodeKey`, both sides punch, and the peer protocol runs over a UDP session.
-   * Returns once the dial has started; the peer shows up in `peers` (transport "udp") when it connects.
+   * addNode: "add" keeps the peer connected, "remove" stops that (and disconnects it), "onetry" dials
+   * once; an address with a node key is that NAT'd node, reached through its rendezvous server over UDP
    */
-  readonly connectUdp: (server: Endpoint, nodeKey: Uint8Array) => Effect.Effect<void, NetworkError>
+  readonly addNode: (
+    ep: PeerAddress,
+    command: "add" | "remove" | "onetry",
+  ) => Effect.Effect<void, NetworkError>
+  /** disconnectNode closes every connection to `ep` (for a UDP address: the one dialled as it) */
+  readonly disconnectNode: (ep: PeerAddress) => Effect.Effect<void, NetworkError>
   /** disconnectWhere closes every connection whose remote host passes `test` (a new ban's peers); answers how many */
   readonly disconnectWhere: (test: (host: string) => boolean, reason: string) => Effect.Effect<number>
 }
@@ -99,7 +99,7 @@ export class Network extends Context.Tag("fibercoin/Network")<Network, NetworkSe
 
 /** Target is a configured peer (connect/addnode/onetry) and its retry schedule. */
 interface Target {
-  readonly ep: Endpoint
+  readonly ep: PeerAddress
   readonly key: string
   readonly once: boolean
   failures: number
@@ -118,7 +118,7 @@ interface Conn {
   readonly static: boolean
   /** a feeler: connects, verifies the address, hangs up */
   readonly feeler: boolean
-  /** dialled over UDP through a rendezvous server (`ep` is the server; no target, no address-book entry) */
+  /** over UDP: dialled through a rendezvous server (`ep` is the server; no address-book entry) or an inbound session */
   readonly udp: boolean
   readonly nonce: bigint
   handle: PeerHandle | undefined
@@ -154,13 +154,13 @@ type Command =
     }
   | {
       readonly _tag: "AddNode"
-      readonly ep: Endpoint
+      readonly ep: PeerAddress
       readonly command: "add" | "remove" | "onetry"
       readonly reply: Deferred.Deferred<void, NetworkError>
     }
   | {
       readonly _tag: "Disconnect"
-      readonly ep: Endpoint
+      readonly ep: PeerAddress
       readonly reply: Deferred.Deferred<void, NetworkError>
     }
   | {
@@ -168,12 +168,6 @@ type Command =
       readonly test: (host: string) => boolean
       readonly reason: string
       readonly reply: Deferred.Deferred<number>
-    }
-  | {
-      readonly _tag: "DialUdp"
-      readonly server: Endpoint
-      readonly nodeKey: Uint8Array
-      readonly reply: Deferred.Deferred<void, NetworkError>
     }
   | { readonly _tag: "Peers"; readonly reply: Deferred.Deferred<ReadonlyArray<PeerHandle>> }
   | { readonly _tag: "Local"; readonly reply: Deferred.Deferred<ReadonlyArray<Endpoint>> }
@@ -302,7 +296,7 @@ export const make = (config: NetConfig) =>
           id: state.nextId++,
           inbound: false,
           ep,
-          key: viaUdp === undefined ? endpointKey(ep) : `udp:${toHex(viaUdp)}@${endpointKey(ep)}`,
+          key: peerAddressText(viaUdp === undefined ? ep : { ...ep, nodeKey: viaUdp }),
           static: isStatic,
           feeler,
           udp: viaUdp !== undefined,
@@ -324,17 +318,6 @@ export const make = (config: NetConfig) =>
             : punchAndConnect(ep, viaUdp)
         yield* startPeer(conn, admission.guard, connect)
         return conn.id
-      })
-
-    /**
-     * dialUdp starts a connection to a NAT'd node through a rendezvous server (see `dial`); it counts
-     * as a configured (static) peer.
-     */
-    const dialUdp = (state: State, server: Endpoint, nodeKey: Uint8Array) =>
-      Effect.gen(function* () {
-        if (Option.isNone(udp) || Option.isNone(rendezvous))
-          return yield* new NetworkError({ code: -29, message: "this node has no UDP endpoint" })
-        yield* dial(state, server, true, false, nodeKey)
       })
 
     /** busyKeys: addresses not to dial: connected or being dialled (remote endpoints, dialled targets, inbound peers' listen addresses), ourselves. */
@@ -393,7 +376,7 @@ export const make = (config: NetConfig) =>
         for (const target of state.targets.values()) {
           if (target.peer !== undefined || t < target.nextAttempt) continue
           if (state.self.has(target.key)) continue
-          target.peer = yield* dial(state, target.ep, true)
+          target.peer = yield* dial(state, target.ep, true, false, target.ep.nodeKey)
         }
         if (config.connect.length > 0) return
         yield* feelers(state, t)
@@ -472,8 +455,7 @@ export const make = (config: NetConfig) =>
         const conn = state.conns.get(peer.info.id)
         if (conn === undefined) return false // evicted or removed meanwhile
         // a configured peer whose target went (addnode remove) while it was still connecting
-        if (conn.static && !conn.udp && ![...state.targets.values()].some((t) => t.peer === conn.id))
-          return false
+        if (conn.static && ![...state.targets.values()].some((t) => t.peer === conn.id)) return false
         if (conn.feeler) {
           // the address answered a handshake: verified, now gossipable; the feeler's work is done
           yield* addrBook.markGood(conn.ep, peer.info.services)
@@ -546,9 +528,11 @@ export const make = (config: NetConfig) =>
         for (const c of chosen) yield* c.handle!.send(new AddrMessage({ entries: [...entries] }))
       })
 
-    const addNode = (state: State, ep: Endpoint, command: "add" | "remove" | "onetry") =>
+    const addNode = (state: State, ep: PeerAddress, command: "add" | "remove" | "onetry") =>
       Effect.gen(function* () {
-        const key = endpointKey(ep)
+        if (ep.nodeKey !== undefined && (Option.isNone(udp) || Option.isNone(rendezvous)))
+          return yield* new NetworkError({ code: -29, message: "this node has no UDP endpoint" })
+        const key = peerAddressText(ep)
         const target = state.targets.get(key)
         if (command === "add") {
           if (target !== undefined && !target.once)
@@ -576,9 +560,9 @@ export const make = (config: NetConfig) =>
         if (conn?.handle !== undefined) yield* conn.handle.disconnect(reason)
       })
 
-    const disconnectNode = (state: State, ep: Endpoint) =>
+    const disconnectNode = (state: State, ep: PeerAddress) =>
       Effect.gen(function* () {
-        const key = endpointKey(ep)
+        const key = peerAddressText(ep)
         const matching = [...state.conns.values()].filter(
           (c) => c.handle !== undefined && (c.key === key || endpointKey(c.handle.info.addr) === key),
         )
@@ -636,12 +620,6 @@ export const make = (config: NetConfig) =>
             yield* Deferred.succeed(cmd.reply, n)
             return state
           })
-        case "DialUdp":
-          return dialUdp(state, cmd.server, cmd.nodeKey).pipe(
-            Effect.exit,
-            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
-            Effect.as(state),
-          )
         case "Peers":
           return Deferred.succeed(
             cmd.reply,
@@ -654,7 +632,7 @@ export const make = (config: NetConfig) =>
 
     const targets = new Map<string, Target>()
     for (const ep of config.connect.length > 0 ? config.connect : config.addnode) {
-      const key = endpointKey(ep)
+      const key = peerAddressText(ep)
       targets.set(key, { ep, key, once: false, failures: 0, nextAttempt: 0, peer: undefined })
     }
     actor = yield* Actor.make<Command, State, never, never>({
@@ -714,8 +692,6 @@ export const make = (config: NetConfig) =>
       addNode: (ep, command) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "AddNode", ep, command, reply })),
       disconnectNode: (ep) => Actor.ask(actor, (reply): Command => ({ _tag: "Disconnect", ep, reply })),
-      connectUdp: (server, nodeKey) =>
-        Actor.ask(actor, (reply): Command => ({ _tag: "DialUdp", server, nodeKey, reply })),
       disconnectWhere: (test, reason) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "DisconnectWhere", test, reason, reply })),
     }

@@ -12,14 +12,21 @@ import type { SessionEndpoint } from "./UdpSession.js"
 /** NatStatusKind: `unknown` until a rendezvous server answered (or with none configured), else the probe's verdict. */
 export type NatStatusKind = "open" | "cone" | "symmetric" | "unknown"
 
-/** NatStatus is the latest NAT probe's result: the kind and, once a server saw us, our public endpoint. */
+/**
+ * NatStatus is the latest NAT probe's result: the kind and, once a server saw us, our public endpoint;
+ * `registeredAt` lists the rendezvous servers that keep a registration for us (others reach us as
+ * `udp:<node key>@<server>` through any of them).
+ */
 export interface NatStatus {
   readonly kind: NatStatusKind
   readonly publicAddress: Endpoint | undefined
+  readonly registeredAt: ReadonlyArray<Endpoint>
 }
 
 /** UdpEndpointService: the bound port, its sessions, and the NAT status (read by any fiber). */
 export interface UdpEndpointService {
+  /** nodeKey is this node's x-only key: what registrations are signed with and NAT'd peers are named by */
+  readonly nodeKey: Uint8Array
   /** local is the bound UDP address (the actual port when `udp` asked for port 0) */
   readonly local: Endpoint
   readonly sessions: SessionEndpoint

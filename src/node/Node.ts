@@ -156,7 +156,7 @@ const discoverNat = (
   const attempt = Effect.gen(function* () {
     const report = yield* rendezvous.probeNat
     const publicAddress = report.observed[0]?.observed
-    yield* Ref.set(status, { kind: report.kind, publicAddress })
+    yield* Ref.set(status, { kind: report.kind, publicAddress, registeredAt: [] })
     const seen = publicAddress === undefined ? "unknown" : endpointKey(publicAddress)
     if (report.kind !== "cone") {
       yield* Effect.logInfo(
@@ -168,6 +168,7 @@ const discoverNat = (
     const registered = servers.filter((_, i) => Either.isRight(results[i]!))
     const failed = results.find(Either.isLeft)
     if (registered.length === 0 && failed !== undefined) return yield* Effect.fail(failed.left)
+    yield* Ref.update(status, (s) => ({ ...s, registeredAt: registered }))
     yield* Effect.logInfo(
       `udp: NAT cone, public endpoint ${seen}, registered at ${registered.map(endpointKey).join(", ")}`,
     )
@@ -213,11 +214,20 @@ const udp = (config: NodeConfig, options: NodeOptions) => {
         },
         sessions.other,
       )
-      const status = yield* Ref.make<NatStatus>({ kind: "unknown", publicAddress: undefined })
+      const status = yield* Ref.make<NatStatus>({
+        kind: "unknown",
+        publicAddress: undefined,
+        registeredAt: [],
+      })
       if (servers.length > 0)
         yield* Effect.forkScoped(Effect.interruptible(discoverNat(rendezvous, servers, status)))
       return Context.make(Rendezvous, rendezvous).pipe(
-        Context.add(UdpEndpoint, { local: socket.local, sessions, nat: Ref.get(status) }),
+        Context.add(UdpEndpoint, {
+          nodeKey: rendezvous.nodeKey,
+          local: socket.local,
+          sessions,
+          nat: Ref.get(status),
+        }),
       )
     }),
   )

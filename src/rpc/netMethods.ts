@@ -6,15 +6,19 @@ import { type BanError, parseSubnet, SpamFilter } from "../actors/SpamFilter.js"
 import { defaultSpamPolicy } from "../actors/spamPolicy.js"
 import type { StorageError } from "../layers/ChainStore.js"
 import { UdpEndpoint } from "../layers/UdpEndpoint.js"
-import { HostPortString } from "../schema/config.js"
+import { PeerAddressString, peerAddressText } from "../schema/config.js"
+import { toHex } from "../schema/hex.js"
 import { endpointKey } from "../schema/netaddr.js"
 import { invalidParameter, method, miscError, RpcError } from "./Server.js"
 
 /** userAgent is the subversion this node announces in version messages (BIP14 style). */
 export const userAgent = (version: string): string => `/fibercoin:${version}/`
 
-const hostPort = HostPortString.pipe(
-  Schema.annotations({ message: () => 'expected "host:port" (IPv6 in brackets) with a port 0-65535' }),
+const peerAddress = PeerAddressString.pipe(
+  Schema.annotations({
+    message: () =>
+      'expected "host:port" (IPv6 in brackets, port 0-65535) or "udp:<64-hex node key>@host:port"',
+  }),
 )
 
 const networkError = (e: { readonly code: number; readonly message: string }) =>
@@ -102,24 +106,33 @@ export const netMethods = (version: string) => [
           ...(nat?.publicAddress === undefined
             ? {}
             : { publicaddress: { address: nat.publicAddress.host, port: nat.publicAddress.port } }),
+          // how others reach this node over UDP: its key through each server it is registered at
+          ...(Option.isSome(udp)
+            ? {
+                nodekey: toHex(udp.value.nodeKey),
+                udpaddresses: (nat?.registeredAt ?? []).map((server) =>
+                  peerAddressText({ ...server, nodeKey: udp.value.nodeKey }),
+                ),
+              }
+            : {}),
         }
       }),
     "network state: connections, local addresses as peers see them, relay fee",
   ),
   method(
     "addnode",
-    Schema.Tuple(hostPort, Schema.Literal("add", "remove", "onetry")),
+    Schema.Tuple(peerAddress, Schema.Literal("add", "remove", "onetry")),
     ([ep, command]) =>
       Effect.flatMap(Network, (n) => n.addNode(ep, command)).pipe(
         Effect.mapError(networkError),
         Effect.as(null),
       ),
-    'keep a peer connected ("add"), stop ("remove"), or dial it once ("onetry")',
+    'keep a peer connected ("add"), stop ("remove"), or dial it once ("onetry"); udp:<node key>@<server> reaches a NAT\'d node over UDP',
     ["node", "command"],
   ),
   method(
     "disconnectnode",
-    Schema.Tuple(hostPort),
+    Schema.Tuple(peerAddress),
     ([ep]) =>
       Effect.flatMap(Network, (n) => n.disconnectNode(ep)).pipe(
         Effect.mapError(networkError),

@@ -1,4 +1,6 @@
 import { Either, ParseResult, Schema } from "effect"
+import { fromHex, toHex } from "./hex.js"
+import { endpointKey } from "./netaddr.js"
 
 /** HostPort is a `host:port` endpoint (IPv6 hosts in brackets: `[::1]:18444`). */
 export interface HostPort {
@@ -37,6 +39,54 @@ export const HostPortString = Schema.transformOrFail(
     },
     encode: (hp) =>
       ParseResult.succeed(hp.host.includes(":") ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`),
+  },
+)
+
+/**
+ * PeerAddress is a peer to connect to: a TCP `host:port`, or with `nodeKey` the NAT'd node with that
+ * x-only key, reached through the rendezvous server `host:port` over UDP (written
+ * `udp:<64-hex node key>@host:port`; getnetworkinfo's `udpaddresses` are in this form).
+ */
+export interface PeerAddress extends HostPort {
+  readonly nodeKey?: Uint8Array
+}
+
+const udpPeerPattern = /^udp:([0-9a-fA-F]{64})@(.+)$/
+
+/** parsePeerAddress reads `host:port` or `udp:<64 hex>@host:port`; undefined when malformed. */
+export const parsePeerAddress = (s: string): PeerAddress | undefined => {
+  if (!s.startsWith("udp:")) return parseHostPort(s)
+  const m = udpPeerPattern.exec(s)
+  const server = m === null ? undefined : parseHostPort(m[2]!)
+  const nodeKey = m === null ? undefined : fromHex(m[1]!)
+  return server === undefined || nodeKey === undefined ? undefined : { ...server, nodeKey }
+}
+
+/** peerAddressText is a PeerAddress's canonical text (map keys, logs, RPC answers). */
+export const peerAddressText = (a: PeerAddress): string => {
+  const server = endpointKey(a)
+  return a.nodeKey === undefined ? server : `udp:${toHex(a.nodeKey)}@${server}`
+}
+
+const peerAddressExpected = 'expected "host:port" (port 0-65535) or "udp:<64-hex node key>@host:port"'
+
+/** PeerAddressString decodes a peer's address text (TCP or UDP through a rendezvous server) and encodes it back. */
+export const PeerAddressString = Schema.transformOrFail(
+  Schema.String,
+  Schema.Struct({
+    host: Schema.String,
+    port: Schema.Number,
+    nodeKey: Schema.optionalWith(Schema.Uint8ArrayFromSelf, { exact: true }),
+  }),
+  {
+    strict: true,
+    decode: (s, _, ast) => {
+      const a = parsePeerAddress(s)
+      return a === undefined
+        ? ParseResult.fail(new ParseResult.Type(ast, s, `${peerAddressExpected}, got ${JSON.stringify(s)}`))
+        : ParseResult.succeed(a)
+    },
+    encode: (a) => ParseResult.succeed(peerAddressText(a)),
   },
 )
 
@@ -97,8 +147,8 @@ export const ConfigFile = Schema.Struct({
       password: Schema.optional(Schema.NonEmptyString),
     }),
   ),
-  connect: Schema.optional(Schema.Array(HostPortString)),
-  addnode: Schema.optional(Schema.Array(HostPortString)),
+  connect: Schema.optional(Schema.Array(PeerAddressString)),
+  addnode: Schema.optional(Schema.Array(PeerAddressString)),
   udp: Schema.optional(HostPortString),
   rendezvous: Schema.optional(Schema.Array(HostPortString)),
   mining: Schema.optional(
@@ -134,8 +184,8 @@ export interface NodeConfig {
   readonly storage: typeof StorageKind.Type
   readonly listen: HostPort
   readonly rpc: { readonly listen: HostPort; readonly user?: string; readonly password?: string }
-  readonly connect: ReadonlyArray<HostPort>
-  readonly addnode: ReadonlyArray<HostPort>
+  readonly connect: ReadonlyArray<PeerAddress>
+  readonly addnode: ReadonlyArray<PeerAddress>
   readonly udp: HostPort
   readonly rendezvous: ReadonlyArray<HostPort>
   readonly mining: {

@@ -11,6 +11,7 @@ import { makeDatagramSim } from "../../src/layers/DatagramSim.js"
 import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import { UdpEndpoint } from "../../src/layers/UdpEndpoint.js"
 import { toHex } from "../../src/schema/hex.js"
+import { endpointKey } from "../../src/schema/netaddr.js"
 import type { PublicKey } from "../../src/schema/primitives.js"
 import { quiet, settle, simConfig, simTime, startNode, UDP_PORT, waitUntil } from "../support/simnet.js"
 
@@ -165,8 +166,12 @@ describe("the node's UDP stack on a simulated network with NATs (TestClock)", ()
             "30 seconds",
           )
           yield* advance(2_000)
+          // registered: A is reachable as udp:<A's key>@S (getnetworkinfo's udpaddresses)
+          const aNat = yield* a.run(Effect.flatMap(UdpEndpoint, (u) => u.nat))
+          expect(aNat.registeredAt.map(endpointKey)).toEqual([endpointKey(server)])
           const aKey = (yield* a.run(Rendezvous)).nodeKey
-          yield* b.run(Effect.flatMap(Network, (n) => n.connectUdp(server, aKey)))
+          // the operator's way: addnode udp:<A's key>@S (kept connected, redialled with backoff)
+          yield* b.run(Effect.flatMap(Network, (n) => n.addNode({ ...server, nodeKey: aKey }, "add")))
           const udpPeers = (node: typeof a) =>
             node.run(
               Effect.map(

@@ -2,7 +2,14 @@ import { Either } from "effect"
 import { describe, expect, it } from "vitest"
 import { defaultSpamPolicy } from "../../src/actors/spamPolicy.js"
 import { spamPolicyOf } from "../../src/node/Node.js"
-import { checkConfig, decodeConfigFile, parseHostPort, resolveConfig } from "../../src/schema/config.js"
+import {
+  checkConfig,
+  decodeConfigFile,
+  parseHostPort,
+  parsePeerAddress,
+  peerAddressText,
+  resolveConfig,
+} from "../../src/schema/config.js"
 
 const decode = (json: unknown) => decodeConfigFile(JSON.stringify(json), "node.json")
 const errorOf = (json: unknown) => {
@@ -127,5 +134,29 @@ describe("node.json", () => {
     expect(errorOf({ spam: { inv: { rate: 5 } } })).toMatch(/inv[\s\S]*burst/)
     expect(errorOf({ spam: { banThreshold: 0 } })).toMatch(/banThreshold/)
     expect(errorOf({ spam: { floods: 1 } })).toMatch(/floods/)
+  })
+
+  it("addnode and connect take udp:<node key>@server for a NAT'd node, and refuse a malformed one naming the key", () => {
+    const key = "ab".repeat(32)
+    const file = decode({
+      addnode: [`udp:${key}@192.0.2.1:18445`, "10.0.0.1:18444"],
+      connect: [`udp:${key}@[::1]:9`],
+    })
+    if (Either.isLeft(file)) throw new Error(file.left.message)
+    const c = resolveConfig(file.right, {})
+    expect(c.addnode.map(peerAddressText)).toEqual([`udp:${key}@192.0.2.1:18445`, "10.0.0.1:18444"])
+    expect(c.addnode[0]!.nodeKey).toEqual(new Uint8Array(32).fill(0xab))
+    expect(c.addnode[1]!.nodeKey).toBeUndefined()
+    expect(peerAddressText(c.connect[0]!)).toBe(`udp:${key}@[::1]:9`)
+    // a short key, a non-hex key, no server, a bad server port
+    for (const bad of [
+      `udp:${key.slice(2)}@1.2.3.4:1`,
+      `udp:${"zz".repeat(32)}@1.2.3.4:1`,
+      `udp:${key}`,
+      `udp:${key}@1.2.3.4:70000`,
+    ]) {
+      expect(parsePeerAddress(bad)).toBeUndefined()
+      expect(errorOf({ addnode: [bad] })).toMatch(/addnode[\s\S]*udp:<64-hex node key>@host:port/)
+    }
   })
 })
