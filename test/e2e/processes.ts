@@ -161,3 +161,91 @@ export const eventually = async (what: string, ms: number, check: () => Promise<
   }
   throw new Error(`timed out after ${ms} ms waiting for: ${what}`)
 }
+
+/** WrappedNode is a node run under a command prefix (e.g. `ip netns exec NS`), whose CLI runs under the same prefix. */
+export interface WrappedNode extends NodeHandle {
+  readonly wrap: ReadonlyArray<string>
+}
+
+/** cliWrappedAsync is `cliAsync` for a wrapped node: the CLI runs under the node's prefix (its namespace's loopback). */
+export const cliWrappedAsync = (node: WrappedNode, ...args: Array<string>) =>
+  new Promise<{ status: number; stdout: string; stderr: string }>((resolve) => {
+    const [file, ...prefix] = node.wrap
+    execFile(
+      file!,
+      [...prefix, process.execPath, ...cliArgs(node, args)],
+      { cwd: root, encoding: "utf8", timeout: 60_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
+        resolve({ status: code, stdout, stderr })
+      },
+    )
+  })
+
+/** rpcWrappedAsync is `rpcAsync` for a wrapped node. */
+export const rpcWrappedAsync = async (node: WrappedNode, ...args: Array<string>): Promise<unknown> => {
+  const r = await cliWrappedAsync(node, ...args)
+  if (r.status !== 0) throw new Error(`${args.join(" ")} failed (${r.status}): ${r.stderr}`)
+  const out = r.stdout.trim()
+  try {
+    return JSON.parse(out) as unknown
+  } catch {
+    return out
+  }
+}
+
+/**
+ * startWrappedNode runs `node dist/main.js` as a full node under `wrap` (e.g. `ip netns exec NS`) with
+ * RPC on 127.0.0.1:`rpc` there and the given P2P `listen` and `udp` addresses (no other flags than
+ * `extra`), and waits (at most 20 s) until its RPC answers.
+ */
+export const startWrappedNode = async (
+  running: Array<ChildProcess>,
+  wrap: ReadonlyArray<string>,
+  options: { dataDir: string; rpc: number; listen: string; udp: string; extra?: ReadonlyArray<string> },
+): Promise<WrappedNode> => {
+  const [file, ...prefix] = wrap
+  const child = spawn(
+    file!,
+    [
+      ...prefix,
+      process.execPath,
+      "dist/main.js",
+      "--datadir",
+      options.dataDir,
+      "--rpc",
+      `127.0.0.1:${options.rpc}`,
+      "--listen",
+      options.listen,
+      "--udp",
+      options.udp,
+      "--role",
+      "full",
+      ...(options.extra ?? []),
+    ],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+  )
+  running.push(child)
+  const handle: WrappedNode = {
+    wrap,
+    dataDir: options.dataDir,
+    rpc: options.rpc,
+    p2p: Number(options.listen.slice(options.listen.lastIndexOf(":") + 1)),
+    process: child,
+    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
+    output: "",
+  }
+  child.stdout!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  child.stderr!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) break
+    if ((await cliWrappedAsync(handle, "getblockcount")).status === 0) return handle
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`node ${options.dataDir} did not answer RPC (exit ${child.exitCode}): ${handle.output}`)
+}
