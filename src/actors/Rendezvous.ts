@@ -45,7 +45,8 @@ import {
   type RendezvousMessage,
 } from "../schema/rendezvous.js"
 import * as Actor from "./Actor.js"
-import { type BucketLimit, TokenBucket } from "./spamPolicy.js"
+import { SpamFilter } from "./SpamFilter.js"
+import { Misbehavior } from "./spamPolicy.js"
 
 /**
  * Rendezvous is the NAT-traversal actor on a node's UDP port (issue 8). As a server (a node reachable
@@ -61,8 +62,10 @@ import { type BucketLimit, TokenBucket } from "./spamPolicy.js"
  * The server is no amplifier (the attack: spoof a victim's address and have us flood it): a source
  * proves it receives by echoing a stateless cookie (HMAC of its endpoint and a coarse time window
  * under a server secret, as DTLS's HelloVerifyRequest and QUIC's Retry) before anything larger than
- * its request is sent to it; every request is at least as large as the cookie challenge. Requests are
- * rate-limited per IP with token buckets, and registrations are capped per IP and in total.
+ * its request is sent to it; every request is at least as large as the cookie challenge. Each request
+ * passes the SpamFilter's datagram admission first (a banned IP is not answered; one IP's requests
+ * are limited by its `datagrams` bucket), a bad signature from a source that proved its address is
+ * scored against its IP like a peer's misbehaviour, and registrations are capped per IP and in total.
  */
 
 // ---------------------------------------------------------------------------------------------------
@@ -82,10 +85,6 @@ export interface RendezvousLimits {
   readonly maxClockSkew: Duration.Duration
   /** cookies are valid in the window they were made in and the next one */
   readonly cookieWindow: Duration.Duration
-  /** requests (echo, register, introduce) one IP may send the server; excess is dropped unanswered */
-  readonly requestsPerIp: BucketLimit
-  /** IPs whose request buckets are remembered; the oldest is forgotten beyond it */
-  readonly maxTrackedIps: number
   /** a request unanswered this long is sent again, the wait doubling each time */
   readonly requestRetry: Duration.Duration
   /** sends of one request before it fails with `timeout` */
@@ -105,8 +104,6 @@ export const defaultRendezvousLimits: RendezvousLimits = {
   keepaliveInterval: Duration.seconds(20),
   maxClockSkew: Duration.minutes(10),
   cookieWindow: Duration.seconds(30),
-  requestsPerIp: { rate: 5, burst: 40 },
-  maxTrackedIps: 10_000,
   requestRetry: Duration.millis(500),
   requestAttempts: 4,
   punchInterval: Duration.millis(200),
@@ -122,7 +119,10 @@ export interface RendezvousConfig {
   readonly sessionPublicKey: Uint8Array
   /** rendezvous servers (`rendezvous` in node.json) */
   readonly servers: ReadonlyArray<Endpoint>
-  /** answer echo, register and introduce from others (a node reachable from outside) */
+  /**
+   * answer echo, register and introduce from others (a node reachable from outside) from the start;
+   * `setServing` switches it later (a node whose NAT probe says it is reachable)
+   */
   readonly serve: boolean
   readonly limits: RendezvousLimits
 }
@@ -203,6 +203,13 @@ export interface RendezvousService {
   readonly incoming: Queue.Dequeue<PunchResult>
   /** registrations is how many registrations this node serves (server role) */
   readonly registrations: Effect.Effect<number>
+  /**
+   * setServing switches the server role: on, echo, register and introduce from others are answered;
+   * off, they are dropped and the registrations served so far are forgotten
+   */
+  readonly setServing: (serve: boolean) => Effect.Effect<void>
+  /** serving is whether the server role is on */
+  readonly serving: Effect.Effect<boolean>
 }
 
 export class Rendezvous extends Context.Tag("fibercoin/Rendezvous")<Rendezvous, RendezvousService>() {}
@@ -246,6 +253,7 @@ type Command =
       readonly reply: Deferred.Deferred<PunchResult, RendezvousError>
     }
   | { readonly _tag: "SetSymmetric"; readonly symmetric: boolean; readonly reply: Deferred.Deferred<void> }
+  | { readonly _tag: "SetServing"; readonly serve: boolean; readonly reply: Deferred.Deferred<void> }
   | { readonly _tag: "Count"; readonly reply: Deferred.Deferred<number> }
 
 /** Pending is a request of ours awaiting its answer; keepalive registrations have no `reply`. */
@@ -312,7 +320,6 @@ interface State {
   readonly keepalives: Map<string, { readonly server: Endpoint; nextAt: number }>
   readonly served: Map<string, ServedRegistration>
   readonly servedPerIp: Map<string, number>
-  readonly buckets: Map<string, TokenBucket>
   readonly punches: Map<string, PunchState>
 }
 
@@ -408,9 +415,10 @@ export const make = (
     readonly local: Endpoint
     readonly send: (to: Endpoint, data: Uint8Array) => Effect.Effect<void, DatagramError>
   },
-): Effect.Effect<RendezvousService, never, Signatures | Scope.Scope> =>
+): Effect.Effect<RendezvousService, never, Signatures | SpamFilter | Scope.Scope> =>
   Effect.gen(function* () {
     const sigs = yield* Signatures
+    const filter = yield* SpamFilter
     const limits = config.limits
     const nodeKey = sigs.publicKey(config.nodeSecretKey)
     const nodeKeyHex = hex(nodeKey)
@@ -441,6 +449,12 @@ export const make = (
       return io.send(to, bytes).pipe(Effect.catchAll(() => Effect.void))
     }
 
+    /**
+     * serving is the server role: `config.serve` at start, switched by SetServing; written by the actor
+     * fiber only (outside its state, so an actor restart keeps it)
+     */
+    let serving = config.serve
+
     /** nextWake is the actor's earliest timer deadline (ms); written by the actor fiber only, read by the timer fiber */
     let nextWake = Number.POSITIVE_INFINITY
     const wakeups = yield* Queue.sliding<void>(1)
@@ -457,7 +471,6 @@ export const make = (
         keepalives: new Map(),
         served: new Map(),
         servedPerIp: new Map(),
-        buckets: new Map(),
         punches: new Map(),
       }
       return state
@@ -693,20 +706,6 @@ export const make = (
 
     // -- server side --------------------------------------------------------------------------------
 
-    /** admit takes one token from the source IP's request bucket (the per-IP rate limit). */
-    const admit = (state: State, ip: string, now: number): boolean => {
-      let bucket = state.buckets.get(ip)
-      if (bucket === undefined) {
-        if (state.buckets.size >= limits.maxTrackedIps) {
-          const oldest = state.buckets.keys().next().value
-          if (oldest !== undefined) state.buckets.delete(oldest)
-        }
-        bucket = new TokenBucket(limits.requestsPerIp, now)
-        state.buckets.set(ip, bucket)
-      }
-      return bucket.take(1, now)
-    }
-
     const cookieValid = (state: State, from: Endpoint, cookie: Uint8Array, now: number): boolean => {
       const window = Math.floor(now / windowMs)
       return (
@@ -731,6 +730,17 @@ export const make = (
     const refuse = (to: Endpoint, txid: number, reason: RefusedReason) =>
       send(to, new Refused({ txid, reason }))
 
+    /**
+     * badSignature refuses a request whose identity does not verify and scores its IP at the
+     * SpamFilter (the source proved its address with the cookie, so the score lands on the sender,
+     * not on a victim whose address was spoofed)
+     */
+    const badSignature = (to: Endpoint, ip: string, txid: number, kind: "register" | "introduce") =>
+      Effect.zipRight(
+        refuse(to, txid, "bad-signature"),
+        filter.misbehaveDatagram(ip, Misbehavior.BadSignature({ what: `a rendezvous ${kind}` })),
+      )
+
     const handleRegister = (state: State, from: Endpoint, ip: string, msg: RegisterRequest, now: number) =>
       Effect.gen(function* () {
         const { identity } = msg
@@ -741,7 +751,7 @@ export const make = (
           return yield* refuse(from, msg.txid, "stale-timestamp")
         }
         if (!identityValid("register", identity, msg.cookie))
-          return yield* refuse(from, msg.txid, "bad-signature")
+          return yield* badSignature(from, ip, msg.txid, "register")
         const movesIp = existing === undefined || existing.ip !== ip
         if (existing === undefined && state.served.size >= limits.maxRegistrations) {
           return yield* refuse(from, msg.txid, "registrations-full")
@@ -782,12 +792,12 @@ export const make = (
       else state.servedPerIp.set(ip, n)
     }
 
-    const handleIntroduce = (state: State, from: Endpoint, msg: IntroduceRequest, now: number) =>
+    const handleIntroduce = (state: State, from: Endpoint, ip: string, msg: IntroduceRequest, now: number) =>
       Effect.gen(function* () {
         const { identity } = msg
         if (!freshTimestamp(identity, now)) return yield* refuse(from, msg.txid, "stale-timestamp")
         if (!identityValid("introduce", identity, msg.cookie, msg.target)) {
-          return yield* refuse(from, msg.txid, "bad-signature")
+          return yield* badSignature(from, ip, msg.txid, "introduce")
         }
         const target = state.served.get(hex(msg.target))
         if (target === undefined || target.expiresAt <= now)
@@ -816,9 +826,9 @@ export const make = (
       })
 
     /**
-     * handleRequest serves echo, register and introduce: rate limit per IP, then the cookie check (a
-     * source without a valid cookie gets only the challenge, never larger than its request), then the
-     * signature (the costly check last).
+     * handleRequest serves echo, register and introduce: the SpamFilter's datagram admission (bans, the
+     * per-IP `datagrams` bucket), then the cookie check (a source without a valid cookie gets only the
+     * challenge, never larger than its request), then the signature (the costly check last).
      */
     const handleRequest = (
       state: State,
@@ -827,10 +837,10 @@ export const make = (
       size: number,
     ) =>
       Effect.gen(function* () {
-        if (!config.serve) return
+        if (!serving) return
+        if (!(yield* filter.admitDatagram(from.host, msg._tag))) return
         const now = yield* Clock.currentTimeMillis
         const ip = normalizeHost(from.host)
-        if (!admit(state, ip, now)) return
         if (!cookieValid(state, from, msg.cookie, now)) {
           const cookie = cookieFor(state.secret, from, Math.floor(now / windowMs))
           return yield* sendToUnverified(from, new CookieChallenge({ txid: msg.txid, cookie }), size)
@@ -844,7 +854,7 @@ export const make = (
           case "register":
             return yield* handleRegister(state, from, ip, msg, now)
           case "introduce":
-            return yield* handleIntroduce(state, from, msg, now)
+            return yield* handleIntroduce(state, from, ip, msg, now)
         }
       })
 
@@ -990,6 +1000,14 @@ export const make = (
             state.symmetric = cmd.symmetric
             yield* Deferred.succeed(cmd.reply, undefined)
             break
+          case "SetServing":
+            if (serving && !cmd.serve) {
+              state.served.clear()
+              state.servedPerIp.clear()
+            }
+            serving = cmd.serve
+            yield* Deferred.succeed(cmd.reply, undefined)
+            break
           case "Count":
             yield* Deferred.succeed(cmd.reply, state.served.size)
             break
@@ -1081,6 +1099,9 @@ export const make = (
             ),
       incoming,
       registrations: Actor.ask<Command, number, never>(actor, (reply): Command => ({ _tag: "Count", reply })),
+      setServing: (serve) =>
+        Actor.ask<Command, void, never>(actor, (reply): Command => ({ _tag: "SetServing", serve, reply })),
+      serving: Effect.sync(() => serving),
     }
     return service
   })
@@ -1092,7 +1113,7 @@ export const make = (
 export const makeOnSocket = (
   config: RendezvousConfig,
   socket: DatagramSocket,
-): Effect.Effect<RendezvousService, never, Signatures | Scope.Scope> =>
+): Effect.Effect<RendezvousService, never, Signatures | SpamFilter | Scope.Scope> =>
   Effect.gen(function* () {
     const service = yield* make(config, { local: socket.local, send: socket.send })
     yield* Effect.forkScoped(Stream.runForEach(socket.received, service.receive))
@@ -1105,7 +1126,7 @@ export const makeOnSocket = (
  */
 export const layer = (
   config: RendezvousConfig & { readonly bind: Endpoint },
-): Layer.Layer<Rendezvous, DatagramError, Datagrams | Signatures> =>
+): Layer.Layer<Rendezvous, DatagramError, Datagrams | Signatures | SpamFilter> =>
   Layer.scoped(
     Rendezvous,
     Effect.flatMap(Datagrams, (datagrams) =>

@@ -6,6 +6,7 @@ import { normalizeHost, subnetOf } from "../schema/netaddr.js"
 import type { Command } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
 import {
+  type DatagramKind,
   describe,
   FLOOD_SCORE,
   type FloodBucket,
@@ -81,6 +82,26 @@ export interface SpamFilterService {
   ) => Effect.Effect<Admission>
   readonly isBanned: (host: string) => Effect.Effect<boolean>
   /**
+   * admitDatagram decides on one datagram request from `host` (a rendezvous echo, register or
+   * introduce, a UDP session OPEN; never the data of an established session): false when the host is
+   * banned, or when its IP's `datagrams` bucket is empty; the caller drops the datagram unanswered.
+   * Counted in `p2p_datagrams_dropped_total{reason, kind}`, never scored: a datagram's source address
+   * can be spoofed, and a flood in a victim's name must not ban the victim.
+   *
+   * It is the filter's synchronous fast path, callable from any fiber (the Rendezvous actor, the UDP
+   * session demux): no actor round trip per datagram. It only reads the actor's bans (between two of
+   * the actor's commands, as JavaScript runs one fiber at a time) and charges per-IP buckets that the
+   * actor never touches (at most MAX_DATAGRAM_SOURCES IPs, the least recently seen forgotten).
+   */
+  readonly admitDatagram: (host: string, kind: DatagramKind) => Effect.Effect<boolean>
+  /**
+   * misbehaveDatagram adds the score of `m` to `host`'s per-IP score (the one inbound connection
+   * floods add to); at `banThreshold` the IP is banned for `banSeconds`, as a peer would be. Only for
+   * a source that proved it receives at its address (a cookie round trip): a spoofed one must not be
+   * able to get a victim banned.
+   */
+  readonly misbehaveDatagram: (host: string, m: Misbehavior) => Effect.Effect<Verdict>
+  /**
    * ban adds (or extends) a ban of `subnet` (an IP or CIDR) for `seconds` (default banSeconds), or
    * until `until` (seconds since the epoch); `exclusive` fails with -23 when it is already banned
    */
@@ -112,6 +133,13 @@ export const p2pBanned = Metric.gauge("p2p_banned", { description: "bans in forc
 export const p2pDropped = Metric.counter("p2p_messages_dropped_total", {
   description: "peer messages dropped for exceeding a spam-filter bucket",
 })
+/** p2pDatagramsDropped counts datagram requests the filter dropped, by reason (banned, rate) and kind. */
+export const p2pDatagramsDropped = Metric.counter("p2p_datagrams_dropped_total", {
+  description: "datagram requests (rendezvous, UDP session opens) dropped by the spam filter",
+})
+/** datagramsDropped is p2pDatagramsDropped for one reason and kind (the filter counts in it; tests and dashboards read it). */
+export const datagramsDropped = (reason: "banned" | "rate", kind: DatagramKind) =>
+  Metric.tagged(Metric.tagged(p2pDatagramsDropped, "reason", reason), "kind", kind)
 /** p2pRefused counts connections the filter refused, by reason (banned, rate, cap). */
 export const p2pRefused = Metric.counter("p2p_connections_refused_total", {
   description: "connections refused by the spam filter",
@@ -230,6 +258,16 @@ const MAX_BAN_UNTIL = 253_402_300_799
 /** MAX_IP_RECORDS bounds the per-IP memory (oldest forgotten first). */
 const MAX_IP_RECORDS = 10_000
 
+/** MAX_DATAGRAM_SOURCES bounds the IPs whose datagram buckets are remembered (least recently seen forgotten). */
+export const MAX_DATAGRAM_SOURCES = 10_000
+
+/** DatagramSource is one IP's datagram bucket, with its ban lookups parsed once. */
+interface DatagramSource {
+  readonly bucket: TokenBucket
+  readonly banKey: string
+  readonly holds: (subnet: Subnet) => boolean
+}
+
 interface Ban {
   readonly subnet: Subnet
   readonly entry: BanEntry
@@ -255,6 +293,12 @@ type Cmd =
     }
   | { readonly _tag: "Release"; readonly keys: ReadonlyArray<string> }
   | { readonly _tag: "IsBanned"; readonly host: string; readonly reply: Deferred.Deferred<boolean> }
+  | {
+      readonly _tag: "Score"
+      readonly host: string
+      readonly misbehavior: Misbehavior
+      readonly reply: Deferred.Deferred<Verdict>
+    }
   | {
       readonly _tag: "Ban"
       readonly subnet: string
@@ -284,7 +328,8 @@ const inboundKeys = (host: string): ReadonlyArray<string> => {
  * make starts the SpamFilter actor: it owns the bans (persisted in ChainStore's `bans` table, loaded
  * at start), the per-IP connection buckets and scores, the inbound counts per IP and subnet, and hands
  * every admitted connection a PeerGuard with the per-peer buckets. A peer whose score reaches the
- * threshold is banned for `banSeconds` by its guard, through this actor.
+ * threshold is banned for `banSeconds` by its guard, through this actor. Datagram requests are
+ * admitted beside it (`admitDatagram`: per-IP buckets of their own, the actor's bans read in place).
  */
 export const make = (
   policy: SpamPolicy,
@@ -293,15 +338,24 @@ export const make = (
     const store = yield* ChainStore
     const table: KeyedTable = store.table(BANS_TABLE)
 
-    const lookup = (state: State, host: string, at: number): Ban | undefined => {
-      const exact = state.exact.get(exactKey(host))
+    const lookupParsed = (
+      state: State,
+      banKey: string,
+      holds: (subnet: Subnet) => boolean,
+      at: number,
+    ): Ban | undefined => {
+      const exact = state.exact.get(banKey)
       if (exact !== undefined && exact.entry.until > at) return exact
-      const holds = inSubnetOf(host)
       for (const ban of state.ranges.values()) {
         if (ban.entry.until > at && holds(ban.subnet)) return ban
       }
       return undefined
     }
+
+    const lookup = (state: State, host: string, at: number): Ban | undefined =>
+      state.exact.size === 0 && state.ranges.size === 0
+        ? undefined
+        : lookupParsed(state, exactKey(host), inSubnetOf(host), at)
 
     const mapOf = (state: State, subnet: Subnet) =>
       subnet._tag === "Range" && subnet.bits === (subnet.addr.kind() === "ipv4" ? 32 : 128)
@@ -414,6 +468,23 @@ export const make = (
         return { _tag: "Admitted", guard: makeGuard(host, keys, ms) } as const
       })
 
+    /** score adds a datagram source's misbehaviour to its IP's score; at the threshold the IP is banned. */
+    const score = (state: State, host: string, m: Misbehavior): Effect.Effect<Verdict> =>
+      Effect.gen(function* () {
+        const ms = yield* Clock.currentTimeMillis
+        const rec = ipRecord(state, host, ms)
+        rec.score += scoreOf(m)
+        const standing = rec.score
+        if (rec.score < policy.banThreshold) return { score: standing, banned: false }
+        // the ban is the penalty: once it expires the IP starts from a clean score
+        rec.score = 0
+        if (policy.banSeconds <= 0) return { score: standing, banned: false }
+        yield* addBan(state, normalizeHost(host), undefined, undefined, describe(m)).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`could not ban ${host}: ${e.message}`)),
+        )
+        return { score: standing, banned: true }
+      })
+
     const refused = (kind: "banned" | "rate" | "cap", reason: string) =>
       Effect.as(Metric.increment(Metric.tagged(p2pRefused, "reason", kind)), {
         _tag: "Refused",
@@ -451,6 +522,8 @@ export const make = (
             cmd.reply,
             Effect.map(nowSeconds, (at) => lookup(state, cmd.host, at) !== undefined),
           )
+        case "Score":
+          return reply(cmd.reply, score(state, cmd.host, cmd.misbehavior))
         case "Ban":
           return reply(
             cmd.reply,
@@ -500,9 +573,16 @@ export const make = (
       }
     }
 
+    /**
+     * current is the actor's state, for admitDatagram's reads of the bans (set by `initial`, so a
+     * restarted actor's fresh state is the one read)
+     */
+    let current: State | undefined
+
     /** initial loads the stored bans (a restart of the actor re-reads them; the counts start empty). */
     const initial = Effect.gen(function* () {
       const state: State = { exact: new Map(), ranges: new Map(), ips: new Map(), inbound: new Map() }
+      current = state
       for (const [key, bytes] of yield* table.entries) {
         const row = decodeRow(textDecoder.decode(bytes))
         const subnet = parseSubnet(key)
@@ -603,8 +683,48 @@ export const make = (
       }
     }
 
+    /** datagramSources are admitDatagram's per-IP buckets, in least-recently-seen order; the actor never touches them. */
+    const datagramSources = new Map<string, DatagramSource>()
+
+    const sourceOf = (host: string, ms: number): DatagramSource => {
+      let source = datagramSources.get(host)
+      if (source === undefined) {
+        if (datagramSources.size >= MAX_DATAGRAM_SOURCES)
+          datagramSources.delete(datagramSources.keys().next().value!)
+        source = {
+          bucket: new TokenBucket(policy.datagrams, ms),
+          banKey: exactKey(host),
+          holds: inSubnetOf(host),
+        }
+      } else {
+        datagramSources.delete(host)
+      }
+      datagramSources.set(host, source)
+      return source
+    }
+
+    const dropDatagram = (reason: "banned" | "rate", kind: DatagramKind) =>
+      Effect.as(Metric.increment(datagramsDropped(reason, kind)), false)
+
+    const admitDatagram: SpamFilterService["admitDatagram"] = (host, kind) =>
+      Effect.flatMap(Clock.currentTimeMillis, (ms) => {
+        const source = sourceOf(host, ms)
+        const state = current
+        if (
+          state !== undefined &&
+          (state.exact.size > 0 || state.ranges.size > 0) &&
+          lookupParsed(state, source.banKey, source.holds, Math.floor(ms / 1000)) !== undefined
+        )
+          return dropDatagram("banned", kind)
+        if (!source.bucket.take(1, ms)) return dropDatagram("rate", kind)
+        return Effect.succeed(true)
+      })
+
     const service: SpamFilterService = {
       policy,
+      admitDatagram,
+      misbehaveDatagram: (host, misbehavior) =>
+        Actor.ask(actor, (reply): Cmd => ({ _tag: "Score", host, misbehavior, reply })),
       admit: (remote, direction, isStatic) =>
         Actor.ask(actor, (reply): Cmd => ({ _tag: "Admit", remote, direction, isStatic, reply })),
       isBanned: (host) => Actor.ask(actor, (reply): Cmd => ({ _tag: "IsBanned", host, reply })),

@@ -34,6 +34,12 @@ export interface SpamPolicy {
   readonly tx: BucketLimit
   /** blocks from one peer that nobody asked for (honest nodes announce, then serve on request) */
   readonly unrequestedBlocks: BucketLimit
+  /**
+   * datagram requests from one IP: rendezvous echo, register and introduce, and UDP session OPENs
+   * (each costs a signature check or an X25519 agreement); excess is dropped unanswered, not scored
+   * (a datagram's source address can be spoofed)
+   */
+  readonly datagrams: BucketLimit
   /** items one getdata may ask of us; a larger one is dropped and scored (we serve one at a time) */
   readonly maxGetDataItems: number
   /** inbound connections from one IP, one /24 (IPv6 /64), one /16 (IPv6 /48) at a time */
@@ -60,6 +66,7 @@ export const defaultSpamPolicy: SpamPolicy = {
   addr: { rate: 0.1, burst: 1_000 },
   tx: { rate: 100, burst: 1_000 },
   unrequestedBlocks: { rate: 1 / 60, burst: 10 },
+  datagrams: { rate: 5, burst: 40 },
   maxGetDataItems: 1_000,
   maxInboundPerIp: 8,
   maxInboundPer24: 16,
@@ -112,6 +119,9 @@ export class TokenBucket {
   }
 }
 
+/** DatagramKind names the datagram requests the SpamFilter admits (rendezvous requests, session OPENs). */
+export type DatagramKind = "echo" | "register" | "introduce" | "open"
+
 /** FloodBucket names the per-peer buckets whose excess is dropped and scored. */
 export type FloodBucket = "messages" | "inv" | "addr" | "tx" | "unrequestedBlocks" | "getdata"
 
@@ -135,6 +145,11 @@ export type Misbehavior = Data.TaggedEnum<{
   Flood: { readonly bucket: FloodBucket }
   /** an item nobody asked the peer for, beyond what the unrequested bucket allows */
   Unrequested: { readonly command: Command }
+  /**
+   * a signed datagram request whose signature does not verify (a rendezvous register or introduce
+   * from a source that proved its address with a cookie): each cost us a signature verification
+   */
+  BadSignature: { readonly what: string }
 }>
 export const Misbehavior = Data.taggedEnum<Misbehavior>()
 
@@ -152,6 +167,7 @@ export const FLOOD_SCORE = 10
  * | message before the handshake, second version | 20 | protocol violation (the peer is also dropped) |
  * | invalid block/header/tx | its RuleError.banScore | the consensus table decides: 100 for provably invalid, 0 for a stale or premature block or a tx spending what we lack or conflicting with our pool |
  * | bucket exceeded, unrequested beyond the allowance | 10 per message | floods; honest peers stay far below every bucket |
+ * | bad signature on a datagram request | 20 | an honest node signs what it sends; each costs a verification, five ban |
  */
 export const scoreOf = (m: Misbehavior): number =>
   Misbehavior.$match(m, {
@@ -162,6 +178,7 @@ export const scoreOf = (m: Misbehavior): number =>
     Invalid: ({ error }) => error.banScore,
     Flood: () => FLOOD_SCORE,
     Unrequested: () => FLOOD_SCORE,
+    BadSignature: () => 20,
   })
 
 /** describe is a misbehaviour for logs and ban reasons. */
@@ -174,4 +191,5 @@ export const describe = (m: Misbehavior): string =>
     Invalid: ({ error }) => `invalid ${error.scope}: ${error.message}`,
     Flood: ({ bucket }) => `flood: ${bucket} limit exceeded`,
     Unrequested: ({ command }) => `unrequested ${command}`,
+    BadSignature: ({ what }) => `bad signature on ${what}`,
   })

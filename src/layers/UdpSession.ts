@@ -277,7 +277,7 @@ export interface EndpointStats {
   readonly malformed: number
   /** unknownSession: SESSION_DATA packets for no session we know */
   readonly unknownSession: number
-  /** refusedOpens: OPENs dropped by the session cap, the accept backlog or the OPEN rate limit */
+  /** refusedOpens: OPENs dropped by the session cap, `admitOpen`, the OPEN rate limit or the accept backlog */
   readonly refusedOpens: number
   /** otherDropped: non-session datagrams dropped because `other` was not read fast enough */
   readonly otherDropped: number
@@ -304,6 +304,13 @@ export interface SessionEndpointOptions {
   readonly maxSessions?: number
   /** acceptInbound: whether OPENs from others start sessions (default true) */
   readonly acceptInbound?: boolean
+  /**
+   * admitOpen is asked about every OPEN that would start a session, before its X25519 agreement and
+   * after the session cap (the node passes the SpamFilter's datagram admission: a banned IP gets no
+   * session, one IP's OPENs are limited by its `datagrams` bucket); false drops it (`refusedOpens`).
+   * Packets of established sessions are never asked about. Default: every OPEN is admitted
+   */
+  readonly admitOpen?: (from: Endpoint) => Effect.Effect<boolean>
 }
 
 /** SessionEndpoint is one UDP port's sessions. */
@@ -1094,6 +1101,7 @@ export const makeSessionEndpoint = (
     const keys = options.keys
     const maxSessions = options.maxSessions ?? MAX_SESSIONS
     const acceptInbound = options.acceptInbound ?? true
+    const admitOpen = options.admitOpen
     const sessions = new Map<string, { session: Session; wake: () => void }>()
     const accepted = yield* Effect.acquireRelease(
       Queue.dropping<UdpConnection>(ACCEPT_BACKLOG),
@@ -1247,7 +1255,15 @@ export const makeSessionEndpoint = (
           counters.unknownSession++
           return
         }
-        if (!acceptInbound || endpointClosed || sessions.size >= maxSessions || !takeOpenToken(now)) {
+        // the source's own admission before the endpoint-wide OPEN rate, so one IP's flood (or a banned
+        // IP) does not spend the tokens every other source's OPENs need
+        if (
+          !acceptInbound ||
+          endpointClosed ||
+          sessions.size >= maxSessions ||
+          (admitOpen !== undefined && !(yield* admitOpen(datagram.from))) ||
+          !takeOpenToken(now)
+        ) {
           counters.refusedOpens++
           return
         }

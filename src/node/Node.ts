@@ -95,9 +95,14 @@ export const netConfigOf = (config: NodeConfig): PeerManager.NetConfig => ({
   selfAnnounceInterval: Duration.hours(24),
 })
 
-/** spamPolicyOf is the spam policy a config asks for: its `spam` keys over the defaults, bans of limits.banSeconds. */
+/**
+ * spamPolicyOf is the spam policy a config asks for: its `spam` keys over the defaults, bans of
+ * limits.banSeconds. The registration caps (`spam.maxRegistrations`, `spam.maxRegistrationsPerIp`)
+ * are the Rendezvous's, not the filter's: `udp` takes them.
+ */
 export const spamPolicyOf = (config: NodeConfig): SpamPolicy => {
-  const given = Object.entries(config.spam).filter(([, v]) => v !== undefined)
+  const { maxRegistrations: _total, maxRegistrationsPerIp: _perIp, ...policy } = config.spam
+  const given = Object.entries(policy).filter(([, v]) => v !== undefined)
   return { ...defaultSpamPolicy, ...Object.fromEntries(given), banSeconds: config.limits.banSeconds }
 }
 
@@ -121,15 +126,15 @@ export interface NodeOptions {
 }
 
 /**
- * network is the P2P side of a node over the given services: the Sync, Relay, AddrBook and SpamFilter
- * actors and the PeerManager (which listens and runs one Peer actor per connection).
+ * network is the P2P side of a node over the given services: the Sync, Relay and AddrBook actors and
+ * the PeerManager (which listens and runs one Peer actor per connection). It takes the SpamFilter
+ * from below (`udp` builds it), so TCP peers and datagrams answer to the same filter and bans.
  */
 const network = (config: NodeConfig, options: NodeOptions) => {
   const actors = Layer.mergeAll(
     SyncActor.layer(options.sync ?? SyncActor.defaultSyncConfig),
     RelayActor.layer(options.relay ?? RelayActor.defaultRelayConfig),
     AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig),
-    SpamFilterActor.layer({ ...spamPolicyOf(config), ...options.spam }),
   )
   return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
     Layer.provideMerge(actors),
@@ -144,7 +149,8 @@ const natRetry = Schedule.exponential(Duration.seconds(5)).pipe(
 
 /**
  * discoverNat runs on its own fiber at start (the node does not wait for it): echo against the
- * rendezvous servers classifies the NAT; behind a cone NAT the node registers at every server (the
+ * rendezvous servers classifies the NAT. A node seen at its own endpoint ("open": reachable from
+ * outside) serves rendezvous for others; behind a cone NAT it registers at every server (the
  * Rendezvous keeps the registrations alive with keepalives, which also hold the NAT mapping open).
  * A probe that fails, or registrations that all fail, are retried with `natRetry`.
  */
@@ -158,6 +164,11 @@ const discoverNat = (
     const publicAddress = report.observed[0]?.observed
     yield* Ref.set(status, { kind: report.kind, publicAddress, registeredAt: [] })
     const seen = publicAddress === undefined ? "unknown" : endpointKey(publicAddress)
+    if (report.kind === "open") {
+      yield* rendezvous.setServing(true)
+      yield* Effect.logInfo(`udp: not behind a NAT (seen at ${seen}); serving rendezvous for others`)
+      return
+    }
     if (report.kind !== "cone") {
       yield* Effect.logInfo(
         `udp: NAT ${report.kind}, public endpoint ${seen}${report.kind === "symmetric" ? " (hole punching will fail; not registering)" : ""}`,
@@ -183,8 +194,12 @@ const discoverNat = (
  * udp is the node's UDP side (issue 8): `config.udp` bound on the datagram layer, the session
  * endpoint on it with the identity's session keys, and the Rendezvous actor on the endpoint's `other`
  * view of the same port. With rendezvous servers configured the node probes its NAT in the background
- * (and registers when behind a cone NAT) and does not serve; with none it serves others. Provides
- * Rendezvous, UdpEndpoint and NodeIdentity. A `udp` address in use fails the start.
+ * and serves once the probe says it is reachable ("open"), or registers when behind a cone NAT; with
+ * none it serves others from the start. It builds the node's one SpamFilter (the policy of
+ * `spamPolicyOf`): rendezvous requests and session OPENs pass its datagram admission, and `network`
+ * takes it from here for the PeerManager, so a ban (setban or misbehaviour) silences an IP's TCP
+ * connections and datagrams alike. Provides Rendezvous, UdpEndpoint, NodeIdentity and SpamFilter. A
+ * `udp` address in use fails the start.
  */
 const udp = (config: NodeConfig, options: NodeOptions) => {
   const identity =
@@ -202,15 +217,25 @@ const udp = (config: NodeConfig, options: NodeOptions) => {
             }),
         ),
       )
-      const sessions = yield* makeSessionEndpoint(socket, { keys: sessionKeysFromSecret(id.sessionSecret) })
+      const filter = yield* SpamFilterActor.SpamFilter
+      const sessions = yield* makeSessionEndpoint(socket, {
+        keys: sessionKeysFromSecret(id.sessionSecret),
+        admitOpen: (from) => filter.admitDatagram(from.host, "open"),
+      })
       const servers = config.rendezvous
+      const { maxRegistrations, maxRegistrationsPerIp } = config.spam
       const rendezvous = yield* RendezvousActor.makeOnSocket(
         {
           nodeSecretKey: id.secretKey,
           sessionPublicKey: sessions.publicKey,
           servers,
           serve: servers.length === 0,
-          limits: { ...RendezvousActor.defaultRendezvousLimits, ...options.rendezvous },
+          limits: {
+            ...RendezvousActor.defaultRendezvousLimits,
+            ...(maxRegistrations === undefined ? {} : { maxRegistrations }),
+            ...(maxRegistrationsPerIp === undefined ? {} : { maxRegistrationsPerIp }),
+            ...options.rendezvous,
+          },
         },
         sessions.other,
       )
@@ -231,7 +256,11 @@ const udp = (config: NodeConfig, options: NodeOptions) => {
       )
     }),
   )
-  return stack.pipe(Layer.provideMerge(identity), Layer.provide(options.datagrams ?? layerUdp))
+  const spamFilter = SpamFilterActor.layer({ ...spamPolicyOf(config), ...options.spam })
+  return stack.pipe(
+    Layer.provideMerge(Layer.merge(identity, spamFilter)),
+    Layer.provide(options.datagrams ?? layerUdp),
+  )
 }
 
 /** miningKey is the key the miner pays: mining.address, else a fresh wallet address. */

@@ -103,8 +103,9 @@ export const Bucket = Schema.Struct({
 
 /**
  * SpamConfig overrides the spam filter's policy (src/actors/spamPolicy.ts has the defaults and what
- * each limit does): per-IP connection rate, per-peer buckets, getdata size, inbound caps per IP and
- * subnet, the ban threshold.
+ * each limit does): per-IP connection rate, per-peer buckets, the per-IP datagram bucket (rendezvous
+ * requests, UDP session opens), getdata size, inbound caps per IP and subnet, the ban threshold; and
+ * the rendezvous server's registration caps, in total and per IP (RendezvousLimits).
  */
 export const SpamConfig = Schema.Struct({
   connections: Schema.optional(Bucket),
@@ -114,11 +115,14 @@ export const SpamConfig = Schema.Struct({
   addr: Schema.optional(Bucket),
   tx: Schema.optional(Bucket),
   unrequestedBlocks: Schema.optional(Bucket),
+  datagrams: Schema.optional(Bucket),
   maxGetDataItems: Schema.optional(PositiveInt),
   maxInboundPerIp: Schema.optional(NonNegativeInt),
   maxInboundPer24: Schema.optional(NonNegativeInt),
   maxInboundPer16: Schema.optional(NonNegativeInt),
   banThreshold: Schema.optional(PositiveInt),
+  maxRegistrations: Schema.optional(NonNegativeInt),
+  maxRegistrationsPerIp: Schema.optional(NonNegativeInt),
 })
 export type SpamConfig = typeof SpamConfig.Type
 

@@ -1,5 +1,17 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Either, Fiber, Layer, Option, Queue, Random, Stream, TestClock } from "effect"
+import {
+  Context,
+  Effect,
+  Either,
+  Fiber,
+  Layer,
+  Metric,
+  Option,
+  Queue,
+  Random,
+  Stream,
+  TestClock,
+} from "effect"
 import {
   defaultRendezvousLimits,
   identityDigest,
@@ -10,6 +22,9 @@ import {
   type RendezvousLimits,
   type RendezvousService,
 } from "../../src/actors/Rendezvous.js"
+import * as SpamFilter from "../../src/actors/SpamFilter.js"
+import { defaultSpamPolicy, type SpamPolicy } from "../../src/actors/spamPolicy.js"
+import { layerMemory } from "../../src/layers/ChainStore.js"
 import type { DatagramSocket } from "../../src/layers/Datagram.js"
 import { type DatagramSim, makeDatagramSim, type NatType } from "../../src/layers/DatagramSim.js"
 import { layerUdp } from "../../src/layers/DatagramUdp.js"
@@ -45,12 +60,19 @@ const sessionKey = (i: number): Uint8Array => new Uint8Array(32).fill(i)
 
 let nextIdentity = 1
 
-/** startNode runs a Rendezvous actor on `host` of the sim, with its own identity. */
-const startNode = (
-  sim: DatagramSim,
-  host: string,
-  options: { serve?: boolean; servers?: ReadonlyArray<Endpoint>; limits?: Partial<RendezvousLimits> } = {},
-) =>
+interface NodeOptions {
+  readonly serve?: boolean
+  readonly servers?: ReadonlyArray<Endpoint>
+  readonly limits?: Partial<RendezvousLimits>
+  readonly spam?: Partial<SpamPolicy>
+}
+
+/** filters holds each started node's own SpamFilter (over its own memory ChainStore), by its Rendezvous. */
+const filters = new WeakMap<RendezvousService, SpamFilter.SpamFilterService>()
+const filterOf = (node: RendezvousService): SpamFilter.SpamFilterService => filters.get(node)!
+
+/** startNode runs a Rendezvous actor on `host` of the sim, with its own identity and SpamFilter. */
+const startNode = (sim: DatagramSim, host: string, options: NodeOptions = {}) =>
   Effect.gen(function* () {
     const i = nextIdentity++
     const config: RendezvousConfig & { bind: Endpoint } = {
@@ -62,10 +84,13 @@ const startNode = (
       limits: { ...defaultRendezvousLimits, ...options.limits },
     }
     // each node's Random is seeded (its request ids); the sim's own seed fixes the delivery schedule
+    const spam = SpamFilter.layer({ ...defaultSpamPolicy, ...options.spam }).pipe(Layer.provide(layerMemory))
     const context = yield* Layer.build(
-      layer(config).pipe(Layer.provide(sim.layer(host)), Layer.provide(layerNoble)),
+      layer(config).pipe(Layer.provideMerge(spam), Layer.provide(sim.layer(host)), Layer.provide(layerNoble)),
     ).pipe(Effect.withRandom(Random.make(i)))
-    return Context.get(context, Rendezvous)
+    const node = Context.get(context, Rendezvous)
+    filters.set(node, Context.get(context, SpamFilter.SpamFilter))
+    return node
   })
 
 /**
@@ -93,11 +118,15 @@ const advance = (ms: number, stepMs = 1_000) =>
   })
 
 /** world is a seeded sim with 10 ms links and two public rendezvous servers. */
-const world = (seed = 1, serverLimits: Partial<RendezvousLimits> = {}) =>
+const world = (
+  seed = 1,
+  serverLimits: Partial<RendezvousLimits> = {},
+  serverSpam: Partial<SpamPolicy> = {},
+) =>
   Effect.gen(function* () {
     const sim = yield* makeDatagramSim({ seed, defaultLink: { latency: "10 millis" } })
-    const s1 = yield* startNode(sim, SERVER, { serve: true, limits: serverLimits })
-    const s2 = yield* startNode(sim, SERVER2, { serve: true, limits: serverLimits })
+    const s1 = yield* startNode(sim, SERVER, { serve: true, limits: serverLimits, spam: serverSpam })
+    const s2 = yield* startNode(sim, SERVER2, { serve: true, limits: serverLimits, spam: serverSpam })
     return { sim, s1, s2 }
   })
 
@@ -518,20 +547,101 @@ describe("Rendezvous anti-abuse", () => {
       }),
   )
 
-  it.scoped("one IP's requests are rate-limited: beyond its bucket they go unanswered", () =>
-    Effect.gen(function* () {
-      const { sim } = yield* world(4, { requestsPerIp: { rate: 5, burst: 40 } })
-      const raw = yield* rawSocket(sim, "203.0.113.50")
-      // 500 requests, 10 every 10 ms (paced, so the mailbox's per-IP share is not what limits them)
-      for (let i = 0; i < 500; i++) {
-        yield* raw.socket.send(S1, encodeRendezvous(new EchoRequest({ txid: i, cookie: NO_COOKIE })))
-        if (i % 10 === 9) yield* TestClock.adjust(10)
-      }
-      yield* advance(1_000, 50)
-      // the burst, plus what refilled at 5/s during the half second they arrived over
-      expect(raw.got.length).toBeGreaterThanOrEqual(40)
-      expect(raw.got.length).toBeLessThanOrEqual(44)
-    }),
+  it.scoped(
+    "one IP's requests are rate-limited by the SpamFilter's datagrams bucket: beyond it they go unanswered and are counted",
+    () =>
+      Effect.gen(function* () {
+        const { sim } = yield* world(4, {}, { datagrams: { rate: 5, burst: 40 } })
+        const dropped = Effect.map(Metric.value(SpamFilter.datagramsDropped("rate", "echo")), (s) => s.count)
+        const droppedBefore = yield* dropped
+        const raw = yield* rawSocket(sim, "203.0.113.50")
+        // 500 requests, 10 every 10 ms (paced, so the mailbox's per-IP share is not what limits them)
+        for (let i = 0; i < 500; i++) {
+          yield* raw.socket.send(S1, encodeRendezvous(new EchoRequest({ txid: i, cookie: NO_COOKIE })))
+          if (i % 10 === 9) yield* TestClock.adjust(10)
+        }
+        yield* advance(1_000, 50)
+        // the burst, plus what refilled at 5/s during the half second they arrived over
+        expect(raw.got.length).toBeGreaterThanOrEqual(40)
+        expect(raw.got.length).toBeLessThanOrEqual(44)
+        // every request beyond the bucket is counted as a rate drop
+        expect((yield* dropped) - droppedBefore).toBe(500 - raw.got.length)
+      }),
+  )
+
+  it.scoped(
+    "a banned IP's echo and register get no answer, not even a cookie challenge; others are answered",
+    () =>
+      Effect.gen(function* () {
+        const { sim, s1 } = yield* world(7)
+        const banned = yield* rawSocket(sim, "203.0.113.70")
+        const rangeBanned = yield* rawSocket(sim, "198.18.5.9")
+        const other = yield* rawSocket(sim, "203.0.113.71")
+        // a cookie from before the ban does not help either
+        const cookie = yield* cookieOf(banned, S1)
+        yield* filterOf(s1).ban("203.0.113.70", { reason: "setban" })
+        yield* filterOf(s1).ban("198.18.0.0/16", { reason: "setban" })
+        const droppedBefore = (yield* Metric.value(SpamFilter.datagramsDropped("banned", "register"))).count
+        banned.got.length = 0
+        const now = BigInt(yield* TestClock.currentTimeMillis)
+        for (const raw of [banned, rangeBanned, other]) {
+          yield* raw.socket.send(S1, encodeRendezvous(new EchoRequest({ txid: 1, cookie: NO_COOKIE })))
+          yield* raw.socket.send(S1, encodeRendezvous(new EchoRequest({ txid: 2, cookie })))
+          yield* raw.socket.send(
+            S1,
+            encodeRendezvous(
+              new RegisterRequest({ txid: 3, cookie, identity: signedIdentity(70, "register", cookie, now) }),
+            ),
+          )
+        }
+        yield* advance(200, 10)
+        expect(banned.got).toEqual([])
+        expect(rangeBanned.got).toEqual([])
+        expect(other.got.map((g) => g.msg._tag)).toEqual(["cookie", "cookie", "cookie"])
+        expect(
+          (yield* Metric.value(SpamFilter.datagramsDropped("banned", "register"))).count - droppedBefore,
+        ).toBe(2)
+        expect(yield* s1.registrations).toBe(0)
+        // lifted, the address is answered again
+        yield* filterOf(s1).unban("203.0.113.70/32")
+        yield* banned.socket.send(S1, encodeRendezvous(new EchoRequest({ txid: 4, cookie })))
+        yield* advance(50, 10)
+        expect(banned.got.map((g) => g.msg)).toMatchObject([{ _tag: "echo-reply", txid: 4 }])
+      }),
+  )
+
+  it.scoped(
+    "a flood of badly signed registrations from one address bans it through its score (20 each, 100 bans)",
+    () =>
+      Effect.gen(function* () {
+        const { sim, s1 } = yield* world(8)
+        const raw = yield* rawSocket(sim, "203.0.113.80")
+        const cookie = yield* cookieOf(raw, S1)
+        raw.got.length = 0
+        const now = BigInt(yield* TestClock.currentTimeMillis)
+        const forged = { ...signedIdentity(80, "register", cookie, now), sig: new Uint8Array(64).fill(7) }
+        for (let i = 0; i < 20; i++) {
+          yield* raw.socket.send(
+            S1,
+            encodeRendezvous(new RegisterRequest({ txid: i, cookie, identity: forged })),
+          )
+          yield* advance(20, 10)
+        }
+        // five refusals, then the address is banned and hears nothing more
+        expect(raw.got.map((g) => g.msg)).toEqual(
+          Array.from({ length: 5 }, (_, i) =>
+            expect.objectContaining({ _tag: "refused", txid: i, reason: "bad-signature" }),
+          ),
+        )
+        expect(yield* filterOf(s1).isBanned("203.0.113.80")).toBe(true)
+        expect((yield* filterOf(s1).banned).map((b) => [b.subnet, b.reason])).toEqual([
+          ["203.0.113.80/32", "bad signature on a rendezvous register"],
+        ])
+        yield* raw.socket.send(S1, encodeRendezvous(new EchoRequest({ txid: 99, cookie })))
+        yield* advance(50, 10)
+        expect(raw.got).toHaveLength(5)
+        expect(yield* s1.registrations).toBe(0)
+      }),
   )
 
   it.scoped("while one IP floods the server, another IP is still answered", () =>
@@ -572,6 +682,34 @@ describe("Rendezvous anti-abuse", () => {
   )
 })
 
+describe("Rendezvous server role", () => {
+  it.scoped(
+    "a node that does not serve answers nobody; switched on it serves registrations; switched off it forgets them",
+    () =>
+      Effect.gen(function* () {
+        const sim = yield* makeDatagramSim({ seed: 9, defaultLink: { latency: "10 millis" } })
+        const publicHost: Endpoint = { host: PUBLIC_NODE, port: UDP_PORT }
+        const pub = yield* startNode(sim, PUBLIC_NODE, { servers: [S1] })
+        const bob = yield* startNode(sim, "203.0.113.91", { servers: [publicHost] })
+        expect(yield* pub.serving).toBe(false)
+        const silent = yield* settle(Effect.either(bob.register(publicHost)))
+        expect(Either.isLeft(silent) && silent.left.reason).toBe("timeout")
+        expect(yield* pub.registrations).toBe(0)
+
+        yield* pub.setServing(true)
+        expect(yield* pub.serving).toBe(true)
+        const registration = yield* settle(bob.register(publicHost))
+        expect(registration.observed).toEqual({ host: "203.0.113.91", port: UDP_PORT })
+        expect(yield* pub.registrations).toBe(1)
+
+        yield* pub.setServing(false)
+        expect(yield* pub.registrations).toBe(0)
+        const again = yield* settle(Effect.either(bob.echo(publicHost)))
+        expect(Either.isLeft(again) && again.left.reason).toBe("timeout")
+      }),
+  )
+})
+
 describe("Rendezvous over real UDP (loopback)", () => {
   /** startUdp runs a Rendezvous actor on a loopback UDP socket (port 0: any free port). */
   const startUdp = (options: { serve?: boolean; servers?: ReadonlyArray<Endpoint> } = {}) =>
@@ -585,7 +723,11 @@ describe("Rendezvous over real UDP (loopback)", () => {
           servers: options.servers ?? [],
           serve: options.serve ?? false,
           limits: defaultRendezvousLimits,
-        }).pipe(Layer.provide(layerUdp), Layer.provide(layerNoble)),
+        }).pipe(
+          Layer.provide(layerUdp),
+          Layer.provide(layerNoble),
+          Layer.provide(SpamFilter.layer(defaultSpamPolicy).pipe(Layer.provide(layerMemory))),
+        ),
       )
       return Context.get(context, Rendezvous)
     })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, TestClock } from "effect"
+import { Effect, Metric, TestClock } from "effect"
 import * as SpamFilter from "../../src/actors/SpamFilter.js"
 import {
   defaultSpamPolicy,
@@ -340,6 +340,127 @@ describe("SpamFilter admission", () => {
   )
 })
 
+/** droppedCount reads p2p_datagrams_dropped_total for one reason and kind (metrics are process-wide: compare deltas). */
+const droppedCount = (reason: "banned" | "rate", kind: "echo" | "register" | "introduce" | "open") =>
+  Effect.map(Metric.value(SpamFilter.datagramsDropped(reason, kind)), (s) => s.count)
+
+describe("SpamFilter datagram admission (rendezvous requests, UDP session opens)", () => {
+  it.scoped(
+    "one IP's datagrams pass up to the bucket's burst, refill at its rate; excess is counted, not scored",
+    () =>
+      Effect.gen(function* () {
+        const filter = yield* startFilter({ datagrams: { rate: 5, burst: 40 } })
+        const before = yield* droppedCount("rate", "echo")
+        for (let i = 0; i < 40; i++) expect(yield* filter.admitDatagram("10.8.0.1", "echo")).toBe(true)
+        for (let i = 0; i < 100; i++) expect(yield* filter.admitDatagram("10.8.0.1", "echo")).toBe(false)
+        expect((yield* droppedCount("rate", "echo")) - before).toBe(100)
+        // another IP has its own bucket; one second refills five
+        expect(yield* filter.admitDatagram("10.8.0.2", "register")).toBe(true)
+        yield* TestClock.adjust("1 second")
+        for (let i = 0; i < 5; i++) expect(yield* filter.admitDatagram("10.8.0.1", "open")).toBe(true)
+        expect(yield* filter.admitDatagram("10.8.0.1", "open")).toBe(false)
+        // a source address can be spoofed: a datagram flood bans nobody
+        expect(yield* filter.banned).toEqual([])
+      }),
+  )
+
+  it.scoped(
+    "a banned host or subnet is refused at once (setban silences it), and admitted again when lifted",
+    () =>
+      Effect.gen(function* () {
+        const filter = yield* startFilter()
+        expect(yield* filter.admitDatagram("10.8.1.1", "echo")).toBe(true)
+        const before = yield* droppedCount("banned", "open")
+        yield* filter.ban("10.8.1.1", { reason: "setban" })
+        yield* filter.ban("10.9.0.0/16", { reason: "setban" })
+        expect(yield* filter.admitDatagram("10.8.1.1", "open")).toBe(false)
+        expect(yield* filter.admitDatagram("::ffff:10.8.1.1", "open")).toBe(false)
+        expect(yield* filter.admitDatagram("10.9.200.7", "open")).toBe(false)
+        expect(yield* filter.admitDatagram("10.8.1.2", "open")).toBe(true)
+        expect((yield* droppedCount("banned", "open")) - before).toBe(3)
+        yield* filter.unban("10.8.1.1")
+        expect(yield* filter.admitDatagram("10.8.1.1", "open")).toBe(true)
+        // and a ban that expires lets the range in again
+        yield* TestClock.adjust(`${defaultSpamPolicy.banSeconds + 1} seconds`)
+        expect(yield* filter.admitDatagram("10.9.200.7", "echo")).toBe(true)
+      }),
+  )
+
+  it.scoped("a ban stored by an earlier run refuses datagrams from the start", () =>
+    Effect.gen(function* () {
+      const store = makeMemoryStore()
+      yield* Effect.scoped(
+        Effect.flatMap(startFilter({}, store), (f) => f.ban("10.8.2.1", { reason: "earlier" })),
+      )
+      const filter = yield* startFilter({}, store)
+      expect(yield* filter.admitDatagram("10.8.2.1", "echo")).toBe(false)
+    }),
+  )
+
+  it.scoped("the IPs whose buckets it remembers are bounded: the least recently seen is forgotten", () =>
+    Effect.gen(function* () {
+      const filter = yield* startFilter({ datagrams: { rate: 0, burst: 1 } })
+      expect(yield* filter.admitDatagram("10.8.3.1", "echo")).toBe(true)
+      expect(yield* filter.admitDatagram("10.8.3.1", "echo")).toBe(false)
+      const ip = (i: number) => `10.${100 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}`
+      for (let i = 0; i < SpamFilter.MAX_DATAGRAM_SOURCES - 1; i++) yield* filter.admitDatagram(ip(i), "echo")
+      // 10.8.3.1 is still among the remembered (its bucket is empty) until one more IP comes
+      expect(yield* filter.admitDatagram("10.8.3.1", "echo")).toBe(false)
+      for (let i = 0; i < SpamFilter.MAX_DATAGRAM_SOURCES; i++)
+        yield* filter.admitDatagram(ip(SpamFilter.MAX_DATAGRAM_SOURCES + i), "echo")
+      expect(yield* filter.admitDatagram("10.8.3.1", "echo")).toBe(true)
+    }),
+  )
+
+  it.scoped(
+    "misbehaveDatagram scores the IP (20 a bad signature) and bans it at 100, as a peer would be",
+    () =>
+      Effect.gen(function* () {
+        const filter = yield* startFilter()
+        const bad = Misbehavior.BadSignature({ what: "a rendezvous register" })
+        for (let i = 1; i < 5; i++)
+          expect(yield* filter.misbehaveDatagram("10.8.4.1", bad)).toEqual({ score: 20 * i, banned: false })
+        expect(yield* filter.admitDatagram("10.8.4.1", "register")).toBe(true)
+        expect(yield* filter.misbehaveDatagram("10.8.4.1", bad)).toEqual({ score: 100, banned: true })
+        expect(yield* filter.banned).toEqual([
+          {
+            subnet: "10.8.4.1/32",
+            createdAt: 0,
+            until: 86_400,
+            reason: "bad signature on a rendezvous register",
+          },
+        ])
+        expect(yield* filter.admitDatagram("10.8.4.1", "register")).toBe(false)
+        // the ban covers the IP's TCP connections too
+        expect(yield* refusal(filter, "10.8.4.1")).toMatch(/is banned/)
+      }),
+  )
+
+  it.scoped("datagram misbehaviour and connection floods add to one per-IP score", () =>
+    Effect.gen(function* () {
+      const filter = yield* startFilter({ ...generous, connections: { rate: 0, burst: 1 } })
+      yield* admitted(filter, "10.8.5.1")
+      for (let i = 0; i < 6; i++) yield* refusal(filter, "10.8.5.1")
+      const verdict = yield* filter.misbehaveDatagram("10.8.5.1", Misbehavior.BadSignature({ what: "x" }))
+      expect(verdict).toEqual({ score: 80, banned: false })
+      expect(yield* filter.misbehaveDatagram("10.8.5.1", Misbehavior.BadSignature({ what: "x" }))).toEqual({
+        score: 100,
+        banned: true,
+      })
+    }),
+  )
+
+  it.scoped("with banSeconds 0 datagram misbehaviour is scored but never banned", () =>
+    Effect.gen(function* () {
+      const filter = yield* startFilter({ banSeconds: 0 })
+      for (let i = 0; i < 10; i++)
+        yield* filter.misbehaveDatagram("10.8.6.1", Misbehavior.BadSignature({ what: "x" }))
+      expect(yield* filter.banned).toEqual([])
+      expect(yield* filter.admitDatagram("10.8.6.1", "echo")).toBe(true)
+    }),
+  )
+})
+
 describe("PeerGuard (one connection's buckets and score)", () => {
   it.scoped("messages: excess is dropped and scored 10 each", () =>
     Effect.gen(function* () {
@@ -495,6 +616,7 @@ describe("scoreOf (the one misbehaviour-to-score mapping)", () => {
     ["getdata too large", Misbehavior.Flood({ bucket: "getdata" }), 10],
     ["unrequested-blocks flood", Misbehavior.Flood({ bucket: "unrequestedBlocks" }), 10],
     ["unrequested block", Misbehavior.Unrequested({ command: "block" }), 10],
+    ["badly signed datagram request", Misbehavior.BadSignature({ what: "a rendezvous register" }), 20],
   ]
   it.each(table.map(([name, m, score]) => ({ name, m, score })))("$name scores $score", ({ m, score }) => {
     expect(scoreOf(m)).toBe(score)

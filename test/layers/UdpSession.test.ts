@@ -6,12 +6,16 @@ import {
   Either,
   Fiber,
   Mailbox,
+  Metric,
   Option,
   Random,
   type Scope,
   Stream,
   TestClock,
 } from "effect"
+import * as SpamFilter from "../../src/actors/SpamFilter.js"
+import { defaultSpamPolicy } from "../../src/actors/spamPolicy.js"
+import { ChainStore, makeMemoryStore } from "../../src/layers/ChainStore.js"
 import {
   DatagramError,
   type DatagramSocket,
@@ -404,6 +408,62 @@ describe("UDP session", () => {
         expect(bytesToVictim).toBeGreaterThan(0) // ...and answered with an ACK...
         expect(bytesToVictim).toBeLessThanOrEqual(bytesFromVictim) // ...but never with more than it received...
         expect((yield* b.stats).sessions).toBe(1) // ...and it idled out
+      }),
+  )
+
+  it.scoped(
+    "OPENs pass the SpamFilter's datagram admission: a banned IP gets no session, one IP's OPENs are capped by its bucket, established sessions' data is not charged",
+    () =>
+      Effect.gen(function* () {
+        const net = yield* makeLossyNet(11, {})
+        // one OPEN per IP, never refilled: whatever more A's session carries must not be charged
+        const filter = yield* SpamFilter.make({
+          ...defaultSpamPolicy,
+          datagrams: { rate: 0, burst: 1 },
+        }).pipe(Effect.provideService(ChainStore, makeMemoryStore()))
+        yield* filter.ban(M.host, { reason: "setban" })
+        const b = yield* makeSessionEndpoint(yield* net.bind(B), {
+          keys: keysB,
+          admitOpen: (from) => filter.admitDatagram(from.host, "open"),
+        })
+        const connect = (from: SessionEndpoint) =>
+          Effect.gen(function* () {
+            const attempt = yield* Effect.fork(
+              Effect.either(from.connect({ remote: B, remotePublicKey: keysB.publicKey })),
+            )
+            return yield* runUntilDone(attempt, "1 second", 30)
+          })
+        const bannedBefore = (yield* Metric.value(SpamFilter.datagramsDropped("banned", "open"))).count
+
+        const a = yield* makeSessionEndpoint(yield* net.bind(A), { keys: keysA })
+        const first = yield* connect(a)
+        if (Either.isLeft(first)) return yield* Effect.die(first.left)
+        const server = yield* b.accepted.take
+        const data = pattern(200_000, 3)
+        const transfer = yield* Effect.fork(
+          Effect.all([writeAll(first.right, data), readExactly(server, data.length)], { concurrency: 2 }),
+        )
+        const [, received] = yield* runUntilDone(transfer, "100 millis", 600)
+        expect(Buffer.compare(received, data)).toBe(0)
+
+        // a second session from A's IP: its bucket is empty, the OPEN is dropped before any key agreement
+        const second = yield* connect(a)
+        expect(Either.isLeft(second) && second.left.reason).toBe("timeout")
+        // the banned IP gets nothing either
+        const m = yield* makeSessionEndpoint(yield* net.bind(M), { keys: sessionKeysFromSecret(secret(3)) })
+        const banned = yield* connect(m)
+        expect(Either.isLeft(banned) && banned.left.reason).toBe("timeout")
+        expect((yield* Metric.value(SpamFilter.datagramsDropped("banned", "open"))).count).toBeGreaterThan(
+          bannedBefore,
+        )
+        const stats = yield* b.stats
+        expect(stats.refusedOpens).toBeGreaterThanOrEqual(2)
+        expect(stats.authFailures).toBe(0)
+        // another IP still opens its session
+        const c = yield* makeSessionEndpoint(yield* net.bind({ host: "127.0.0.4", port: 4004 }), {
+          keys: sessionKeysFromSecret(secret(4)),
+        })
+        expect(Either.isRight(yield* connect(c))).toBe(true)
       }),
   )
 

@@ -129,6 +129,19 @@ describe("node.json", () => {
     expect(spamPolicyOf(resolveConfig({}, {}))).toEqual(defaultSpamPolicy)
   })
 
+  it("spam.datagrams reaches the policy; the registration caps stay out of it (the Rendezvous takes them)", () => {
+    const file = decode({
+      spam: { datagrams: { rate: 1, burst: 2 }, maxRegistrations: 7, maxRegistrationsPerIp: 1 },
+    })
+    if (Either.isLeft(file)) throw new Error(file.left.message)
+    const config = resolveConfig(file.right, {})
+    expect(config.spam).toMatchObject({ maxRegistrations: 7, maxRegistrationsPerIp: 1 })
+    expect(spamPolicyOf(config)).toEqual({ ...defaultSpamPolicy, datagrams: { rate: 1, burst: 2 } })
+    expect(errorOf({ spam: { datagrams: { rate: 5 } } })).toMatch(/datagrams[\s\S]*burst/)
+    expect(errorOf({ spam: { maxRegistrationsPerIp: -1 } })).toMatch(/maxRegistrationsPerIp/)
+    expect(errorOf({ spam: { maxRegistrations: 1.5 } })).toMatch(/maxRegistrations/)
+  })
+
   it("a bad spam key is refused, naming it", () => {
     expect(errorOf({ spam: { messages: { rate: -1, burst: 5 } } })).toMatch(/messages[\s\S]*rate/)
     expect(errorOf({ spam: { inv: { rate: 5 } } })).toMatch(/inv[\s\S]*burst/)
