@@ -1,7 +1,9 @@
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Random } from "effect"
 import { ChainStore, type KeyedTable } from "../layers/ChainStore.js"
 import type { Endpoint } from "../layers/Transport.js"
-import type { AddrEntry } from "../schema/wire.js"
+import type { PeerAddress } from "../schema/config.js"
+import { toHex } from "../schema/hex.js"
+import type { AddrEntry, UdpAddrEntry } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
 import {
   type AddrInfo,
@@ -20,6 +22,15 @@ import {
 } from "./addrman.js"
 import { remember } from "./bounded.js"
 import type { PeerInfo } from "./net.js"
+import {
+  decodeUdpRow,
+  defaultUdpAddrParams,
+  encodeUdpRow,
+  isUdpRowKey,
+  type UdpAddrInfo,
+  type UdpAddrParams,
+  UdpAddrTable,
+} from "./udpAddrs.js"
 
 /** AddrBookConfig: sizes of the book, the outbound subnet caps, getaddr answers and addr relay. */
 export interface AddrBookConfig {
@@ -40,6 +51,8 @@ export interface AddrBookConfig {
   readonly getAddrMaxPercent: number
   /** addrRelayMaxEntries: only addr messages this small are relayed onward (Core: 10) */
   readonly addrRelayMaxEntries: number
+  /** bounds of the table of udp addresses (NAT'd nodes by key and rendezvous server; see udpAddrs.ts) */
+  readonly udp: UdpAddrParams
 }
 
 export const defaultAddrBookConfig: AddrBookConfig = {
@@ -52,6 +65,7 @@ export const defaultAddrBookConfig: AddrBookConfig = {
   getAddrMaxEntries: 1000,
   getAddrMaxPercent: 23,
   addrRelayMaxEntries: 10,
+  udp: defaultUdpAddrParams,
 }
 
 /**
@@ -94,7 +108,28 @@ export interface AddrBookService {
   readonly selectFeeler: (exclude: ReadonlySet<string>) => Effect.Effect<Option.Option<Endpoint>>
   /** getAddr answers a getaddr: a cached random sample of gossipable addresses (never the whole book) */
   readonly getAddr: Effect.Effect<ReadonlyArray<AddrEntry>>
-  readonly size: Effect.Effect<{ readonly new: number; readonly tried: number }>
+  /**
+   * addUdpGossip stores udp addresses (NAT'd nodes: key and rendezvous server) from a peer's udpaddr
+   * message and returns those fit to relay onward: fresh, in a small message, not relayed before.
+   */
+  readonly addUdpGossip: (
+    from: PeerInfo,
+    entries: ReadonlyArray<UdpAddrEntry>,
+  ) => Effect.Effect<ReadonlyArray<UdpAddrEntry>>
+  /** markUdpAttempt / markUdpGood: a dial of the NAT'd node with this key started / completed its handshake */
+  readonly markUdpAttempt: (nodeKey: Uint8Array) => Effect.Effect<void>
+  readonly markUdpGood: (nodeKey: Uint8Array) => Effect.Effect<void>
+  /**
+   * selectUdp picks a NAT'd node to dial over UDP, skipping `exclude` (hex keys) and any key not above
+   * `ownKey` (the lower key of a pair dials: one session per pair); none when nothing fits.
+   */
+  readonly selectUdp: (
+    exclude: ReadonlySet<string>,
+    ownKey: Uint8Array,
+  ) => Effect.Effect<Option.Option<PeerAddress>>
+  /** getUdpAddr answers a getaddr with udp addresses this node has reached (a random sample, never the whole table) */
+  readonly getUdpAddr: Effect.Effect<ReadonlyArray<UdpAddrEntry>>
+  readonly size: Effect.Effect<{ readonly new: number; readonly tried: number; readonly udp: number }>
 }
 
 export class AddrBook extends Context.Tag("fibercoin/AddrBook")<AddrBook, AddrBookService>() {}
@@ -111,6 +146,7 @@ const mailboxCapacity = 1024
 
 interface State {
   readonly book: Addrman
+  readonly udp: UdpAddrTable
   cache: { readonly at: number; readonly entries: ReadonlyArray<AddrEntry> } | undefined
   /**
    * announcements (address and time) relayed already, oldest first, at most MAX_RELAYED: each is
@@ -150,13 +186,44 @@ type Command =
     }
   | { readonly _tag: "GetAddr"; readonly reply: Deferred.Deferred<ReadonlyArray<AddrEntry>> }
   | {
+      readonly _tag: "AddUdpGossip"
+      readonly from: PeerInfo
+      readonly entries: ReadonlyArray<UdpAddrEntry>
+      readonly reply: Deferred.Deferred<ReadonlyArray<UdpAddrEntry>>
+    }
+  | {
+      readonly _tag: "MarkUdp"
+      readonly nodeKey: Uint8Array
+      readonly good: boolean
+      readonly reply: Deferred.Deferred<void>
+    }
+  | {
+      readonly _tag: "SelectUdp"
+      readonly exclude: ReadonlySet<string>
+      readonly ownKey: Uint8Array
+      readonly reply: Deferred.Deferred<Option.Option<PeerAddress>>
+    }
+  | { readonly _tag: "GetUdpAddr"; readonly reply: Deferred.Deferred<ReadonlyArray<UdpAddrEntry>> }
+  | {
       readonly _tag: "Size"
-      readonly reply: Deferred.Deferred<{ readonly new: number; readonly tried: number }>
+      readonly reply: Deferred.Deferred<{
+        readonly new: number
+        readonly tried: number
+        readonly udp: number
+      }>
     }
 
 const toEntry = (info: AddrInfo): AddrEntry => ({
   time: Math.max(0, Math.min(info.lastSeen, 0xffffffff)),
   services: info.services >>> 0,
+  host: new Uint8Array(info.bytes),
+  port: info.port,
+})
+
+const toUdpEntry = (info: UdpAddrInfo): UdpAddrEntry => ({
+  time: Math.max(0, Math.min(info.lastSeen, 0xffffffff)),
+  services: info.services >>> 0,
+  nodeKey: new Uint8Array(info.nodeKey),
   host: new Uint8Array(info.bytes),
   port: info.port,
 })
@@ -190,15 +257,20 @@ export const make = (config: AddrBookConfig) =>
     const nowMs = Clock.currentTimeMillis
     const nowSeconds = Effect.map(nowMs, (ms) => Math.floor(ms / 1000))
 
-    /** persist writes the book's changes since the last call. */
-    const persist = (book: Addrman) =>
+    /** persist writes the book's changes (both tables) since the last call. */
+    const persist = (book: Addrman, udp: UdpAddrTable) =>
       Effect.suspend(() => {
-        const changes = book.takeChanges()
+        const changes = [
+          ...book
+            .takeChanges()
+            .map(([key, info]) => [key, info === undefined ? undefined : encodeRow(info)] as const),
+          ...udp
+            .takeChanges()
+            .map(([key, info]) => [key, info === undefined ? undefined : encodeUdpRow(info)] as const),
+        ]
         if (changes.length === 0) return Effect.void
         // one transaction per command: a 1,000-entry addr message is one durable write, not 1,000
-        return table.write(
-          changes.map(([key, info]) => [key, info === undefined ? undefined : encodeRow(info)] as const),
-        )
+        return table.write(changes)
       }).pipe(logStorage("writing the addr table", undefined))
 
     const initial = Effect.gen(function* () {
@@ -215,17 +287,20 @@ export const make = (config: AddrBookConfig) =>
         ),
       )
       const book = new Addrman(config.tables, secret, makeRng(yield* Random.nextIntBetween(0, 2 ** 31)))
+      const udp = new UdpAddrTable(config.udp, makeRng(yield* Random.nextIntBetween(0, 2 ** 31)))
       const rows = yield* table.entries.pipe(logStorage("reading the addr table", []))
       const decoded: Array<AddrInfo> = []
+      const decodedUdp: Array<UdpAddrInfo> = []
       const corrupt: Array<string> = []
       for (const [key, value] of rows) {
         if (key === secretKey) continue
-        const info = decodeRow(key, value)
+        const info = isUdpRowKey(key) ? decodeUdpRow(key, value) : decodeRow(key, value)
         if (info === undefined) corrupt.push(key)
+        else if ("keyHex" in info) decodedUdp.push(info)
         else decoded.push(info)
       }
       if (corrupt.length > 0) yield* Effect.logWarning(`addr book: skipped ${corrupt.length} corrupt rows`)
-      const lost = book.restore(decoded, now)
+      const lost = [...book.restore(decoded, now), ...udp.restore(decodedUdp, now)]
       yield* Effect.forEach([...corrupt, ...lost], (key) => table.remove(key), { discard: true }).pipe(
         logStorage("pruning the addr table", undefined),
       )
@@ -235,8 +310,8 @@ export const make = (config: AddrBookConfig) =>
           now,
         )
       }
-      yield* persist(book)
-      const state: State = { book, cache: undefined, relayed: new Set() }
+      yield* persist(book, udp)
+      const state: State = { book, udp, cache: undefined, relayed: new Set() }
       return state
     })
 
@@ -267,6 +342,24 @@ export const make = (config: AddrBookConfig) =>
           const gossipable = info === undefined ? origin === "gossip" : isGossipable(info)
           if ((result !== "added" && !fresh) || !gossipable) continue
           const announcement = `${parsed.key}@${time}`
+          if (state.relayed.has(announcement)) continue
+          remember(state.relayed, announcement, MAX_RELAYED)
+          relay.push({ ...entry, time })
+        }
+        return relay
+      })
+
+    /** handleAddUdpGossip: store udp addresses; relay the fresh ones of a small message, each once. */
+    const handleAddUdpGossip = (state: State, entries: ReadonlyArray<UdpAddrEntry>) =>
+      Effect.map(nowSeconds, (now) => {
+        const relayable = entries.length <= config.addrRelayMaxEntries
+        const relay: Array<UdpAddrEntry> = []
+        for (const entry of entries) {
+          const result = state.udp.add(entry, now)
+          if (!relayable || result === "invalid" || result === "unchanged") continue
+          const time = Math.min(entry.time, now + futureSlackSeconds)
+          if (Math.abs(now - time) > futureSlackSeconds) continue
+          const announcement = `udp:${toHex(entry.nodeKey)}@${toHex(entry.host)}:${entry.port}@${time}`
           if (state.relayed.has(announcement)) continue
           remember(state.relayed, announcement, MAX_RELAYED)
           relay.push({ ...entry, time })
@@ -346,15 +439,43 @@ export const make = (config: AddrBookConfig) =>
           })
         case "GetAddr":
           return Effect.flatMap(handleGetAddr(state), (entries) => Deferred.succeed(cmd.reply, entries))
+        case "AddUdpGossip":
+          return Effect.flatMap(handleAddUdpGossip(state, cmd.entries), (relay) =>
+            Deferred.succeed(cmd.reply, relay),
+          )
+        case "MarkUdp":
+          return Effect.flatMap(nowSeconds, (now) => {
+            if (cmd.good) state.udp.markGood(toHex(cmd.nodeKey), now)
+            else state.udp.markAttempt(toHex(cmd.nodeKey), now)
+            return Deferred.succeed(cmd.reply, undefined)
+          })
+        case "SelectUdp":
+          return Effect.flatMap(nowSeconds, (now) => {
+            const info = state.udp.select(cmd.exclude, toHex(cmd.ownKey), now)
+            const pick: Option.Option<PeerAddress> =
+              info === undefined
+                ? Option.none()
+                : Option.some({ host: info.host, port: info.port, nodeKey: info.nodeKey })
+            return Deferred.succeed(cmd.reply, pick)
+          })
+        case "GetUdpAddr":
+          return Effect.flatMap(nowSeconds, (now) => {
+            const candidates = state.udp.gossipable(now)
+            const n = Math.min(
+              config.getAddrMaxEntries,
+              Math.ceil((candidates.length * config.getAddrMaxPercent) / 100),
+            )
+            return Deferred.succeed(cmd.reply, state.book.sample(candidates, n).map(toUdpEntry))
+          })
         case "Size":
-          return Deferred.succeed(cmd.reply, state.book.size)
+          return Deferred.succeed(cmd.reply, { ...state.book.size, udp: state.udp.size })
       }
     }
 
     const handle = (state: State, cmd: Command): Effect.Effect<State> =>
       Effect.gen(function* () {
         yield* handleCommand(state, cmd)
-        yield* persist(state.book)
+        yield* persist(state.book, state.udp)
         return state
       })
 
@@ -377,6 +498,15 @@ export const make = (config: AddrBookConfig) =>
       selectFeeler: (exclude) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "SelectFeeler", exclude, reply })),
       getAddr: Actor.ask(actor, (reply): Command => ({ _tag: "GetAddr", reply })),
+      addUdpGossip: (from, entries) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "AddUdpGossip", from, entries, reply })),
+      markUdpAttempt: (nodeKey) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "MarkUdp", nodeKey, good: false, reply })),
+      markUdpGood: (nodeKey) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "MarkUdp", nodeKey, good: true, reply })),
+      selectUdp: (exclude, ownKey) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "SelectUdp", exclude, ownKey, reply })),
+      getUdpAddr: Actor.ask(actor, (reply): Command => ({ _tag: "GetUdpAddr", reply })),
       size: Actor.ask(actor, (reply): Command => ({ _tag: "Size", reply })),
     }
     return service

@@ -20,6 +20,7 @@ import {
   NotFoundMessage,
   PingMessage,
   PongMessage,
+  UdpAddrMessage,
   VerackMessage,
   VersionMessage,
   type WireMessage,
@@ -51,6 +52,7 @@ const entriesOf = (msg: WireMessage): number => {
     case "notfound":
       return msg.items.length
     case "addr":
+    case "udpaddr":
       return msg.entries.length
     default:
       return 1
@@ -99,8 +101,8 @@ export interface PeerHooks {
   readonly isOwnNonce: (nonce: bigint) => boolean
   /** ready registers a handshaken peer; false refuses it (duplicate, limits): it is disconnected */
   readonly ready: (peer: PeerHandle) => Effect.Effect<boolean>
-  /** relayAddr passes addresses fit for relay to other peers */
-  readonly relayAddr: (from: PeerHandle, entries: AddrMessage["entries"]) => Effect.Effect<void>
+  /** relayAddr passes addresses (of either kind) fit for relay to other peers */
+  readonly relayAddr: (from: PeerHandle, message: AddrMessage | UdpAddrMessage) => Effect.Effect<void>
 }
 
 const ZERO_HOST = new Uint8Array(16)
@@ -373,12 +375,25 @@ export const run = (
             // answered once per connection, to inbound peers only (Core): no scraping the book
             if (!peer.info.inbound || servedGetAddr) return Effect.void
             servedGetAddr = true
-            return Effect.flatMap(addrBook.getAddr, (entries) =>
-              entries.length === 0 ? Effect.void : send(new AddrMessage({ entries: [...entries] })),
+            return Effect.zipRight(
+              Effect.flatMap(addrBook.getAddr, (entries) =>
+                entries.length === 0 ? Effect.void : send(new AddrMessage({ entries: [...entries] })),
+              ),
+              Effect.flatMap(addrBook.getUdpAddr, (entries) =>
+                entries.length === 0 ? Effect.void : send(new UdpAddrMessage({ entries: [...entries] })),
+              ),
             )
           case "addr":
             return Effect.flatMap(addrBook.addGossip(peer.info, msg.entries), (relayed) =>
-              relayed.length === 0 ? Effect.void : hooks.relayAddr(peer, relayed),
+              relayed.length === 0
+                ? Effect.void
+                : hooks.relayAddr(peer, new AddrMessage({ entries: [...relayed] })),
+            )
+          case "udpaddr":
+            return Effect.flatMap(addrBook.addUdpGossip(peer.info, msg.entries), (relayed) =>
+              relayed.length === 0
+                ? Effect.void
+                : hooks.relayAddr(peer, new UdpAddrMessage({ entries: [...relayed] })),
             )
           case "reject":
             return Effect.logDebug(`peer ${id} rejected our ${msg.command}: ${msg.reason}`)

@@ -16,10 +16,12 @@ import {
 import { type Connection, type Endpoint, Transport, TransportError } from "../layers/Transport.js"
 import { UdpEndpoint } from "../layers/UdpEndpoint.js"
 import { type PeerAddress, peerAddressText } from "../schema/config.js"
+import { toHex } from "../schema/hex.js"
 import { endpointKey, hostToBytes, isUnspecifiedHost, normalizeHost } from "../schema/netaddr.js"
-import { AddrMessage } from "../schema/wire.js"
+import { AddrMessage, UdpAddrMessage } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
 import { AddrBook } from "./AddrBook.js"
+import { rememberEntry } from "./bounded.js"
 import type { Chain } from "./Chain.js"
 import { selectEviction } from "./eviction.js"
 import type { Mempool } from "./Mempool.js"
@@ -42,6 +44,11 @@ export interface NetConfig {
   readonly addnode: ReadonlyArray<PeerAddress>
   /** outbound connections chosen from the address book */
   readonly maxOutbound: number
+  /**
+   * outbound UDP sessions to NAT'd nodes chosen from the book's udp addresses (beside maxOutbound;
+   * only with a UDP endpoint, and only to keys above ours: the lower key of a pair dials)
+   */
+  readonly maxOutboundUdp: number
   readonly maxInbound: number
   readonly connectTimeout: Duration.Duration
   /** a static peer that fails is retried after retryBase, doubling up to retryMax */
@@ -97,6 +104,9 @@ export class Network extends Context.Tag("fibercoin/Network")<Network, NetworkSe
 
 // ---------------------------------------------------------------------------------------------------
 
+/** MAX_PUNCHED_BY bounds the memory of who punched to us. */
+const MAX_PUNCHED_BY = 1_024
+
 /** Target is a configured peer (connect/addnode/onetry) and its retry schedule. */
 interface Target {
   readonly ep: PeerAddress
@@ -118,8 +128,12 @@ interface Conn {
   readonly static: boolean
   /** a feeler: connects, verifies the address, hangs up */
   readonly feeler: boolean
-  /** over UDP: dialled through a rendezvous server (`ep` is the server; no address-book entry) or an inbound session */
+  /** over UDP: dialled through a rendezvous server (`ep` is the server) or an inbound session */
   readonly udp: boolean
+  /** the dialled NAT'd node's key (outbound over UDP) */
+  readonly nodeKey: Uint8Array | undefined
+  /** an inbound UDP session's remote session key (who punched to us names its node key: `punchedBy`) */
+  readonly sessionKey: Uint8Array | undefined
   readonly nonce: bigint
   handle: PeerHandle | undefined
 }
@@ -135,6 +149,13 @@ interface State {
   /** Clock ms of the next feeler and the next self-announcement */
   nextFeeler: number
   nextAnnounce: number
+  /** the udp addresses last announced to every peer (server list); a change is announced again */
+  announcedUdp: string
+  /**
+   * node keys of the nodes that punched to us, by their session key (hex → hex; the last 1,024): an
+   * inbound UDP session is from that node, so gossip of its address does not make us dial it again
+   */
+  readonly punchedBy: Map<string, string>
 }
 
 type Command =
@@ -150,7 +171,7 @@ type Command =
   | {
       readonly _tag: "RelayAddr"
       readonly from: PeerId
-      readonly entries: AddrMessage["entries"]
+      readonly message: AddrMessage | UdpAddrMessage
     }
   | {
       readonly _tag: "AddNode"
@@ -169,6 +190,7 @@ type Command =
       readonly reason: string
       readonly reply: Deferred.Deferred<number>
     }
+  | { readonly _tag: "PunchedBy"; readonly sessionKey: Uint8Array; readonly nodeKey: Uint8Array }
   | { readonly _tag: "Peers"; readonly reply: Deferred.Deferred<ReadonlyArray<PeerHandle>> }
   | { readonly _tag: "Local"; readonly reply: Deferred.Deferred<ReadonlyArray<Endpoint>> }
 
@@ -217,7 +239,7 @@ export const make = (config: NetConfig) =>
         return true
       },
       ready: (peer) => Actor.ask(actor, (reply): Command => ({ _tag: "Ready", peer, reply })),
-      relayAddr: (from, entries) => actor.send({ _tag: "RelayAddr", from: from.info.id, entries }),
+      relayAddr: (from, message) => actor.send({ _tag: "RelayAddr", from: from.info.id, message }),
     })
 
     const peerOptions = (conn: Conn): Peer.PeerOptions => ({
@@ -300,11 +322,14 @@ export const make = (config: NetConfig) =>
           static: isStatic,
           feeler,
           udp: viaUdp !== undefined,
+          nodeKey: viaUdp,
+          sessionKey: undefined,
           nonce: yield* randomNonce,
           handle: undefined,
         }
         state.conns.set(conn.id, conn)
-        if (!isStatic) yield* addrBook.markAttempt(ep)
+        if (!isStatic)
+          yield* viaUdp === undefined ? addrBook.markAttempt(ep) : addrBook.markUdpAttempt(viaUdp)
         yield* Effect.logDebug(`dialling ${conn.key}`)
         const connect =
           viaUdp === undefined
@@ -358,6 +383,8 @@ export const make = (config: NetConfig) =>
         yield* peer.send(
           new AddrMessage({ entries: [{ time, services: config.peer.services, host, port: listenPort }] }),
         )
+        const udpEntries = yield* udpSelf(time)
+        if (udpEntries.length > 0) yield* peer.send(new UdpAddrMessage({ entries: udpEntries }))
       })
 
     /** reannounce repeats the self-announcement to every outbound peer once per selfAnnounceInterval. */
@@ -378,10 +405,13 @@ export const make = (config: NetConfig) =>
           if (state.self.has(target.key)) continue
           target.peer = yield* dial(state, target.ep, true, false, target.ep.nodeKey)
         }
+        yield* announceUdp(state, t)
         if (config.connect.length > 0) return
         yield* feelers(state, t)
         yield* reannounce(state, t)
-        const outbound = [...state.conns.values()].filter((c) => !c.inbound && !c.static && !c.feeler)
+        const outbound = [...state.conns.values()].filter(
+          (c) => !c.inbound && !c.static && !c.feeler && !c.udp,
+        )
         let missing = config.maxOutbound - outbound.length
         const current = outbound.map((c) => c.ep)
         const busy = busyKeys(state)
@@ -392,6 +422,64 @@ export const make = (config: NetConfig) =>
           current.push(pick.value)
           yield* dial(state, pick.value, false)
           missing--
+        }
+        yield* fillUdp(state)
+      })
+
+    /**
+     * fillUdp keeps maxOutboundUdp sessions to NAT'd nodes from the book's udp addresses (dialled
+     * through their rendezvous servers), skipping ourselves and nodes connected or being dialled.
+     */
+    const fillUdp = (state: State) =>
+      Effect.gen(function* () {
+        if (Option.isNone(udp) || Option.isNone(rendezvous)) return
+        const ownKey = udp.value.nodeKey
+        const exclude = new Set<string>([toHex(ownKey)])
+        let have = 0
+        for (const c of state.conns.values()) {
+          const punched = c.sessionKey === undefined ? undefined : state.punchedBy.get(toHex(c.sessionKey))
+          if (punched !== undefined) exclude.add(punched)
+          if (c.nodeKey === undefined) continue
+          exclude.add(toHex(c.nodeKey))
+          if (!c.static) have++
+        }
+        for (const t of state.targets.values())
+          if (t.ep.nodeKey !== undefined) exclude.add(toHex(t.ep.nodeKey))
+        while (have < config.maxOutboundUdp) {
+          const pick = yield* addrBook.selectUdp(exclude, ownKey)
+          if (Option.isNone(pick) || pick.value.nodeKey === undefined) break
+          exclude.add(toHex(pick.value.nodeKey))
+          yield* dial(state, pick.value, false, false, pick.value.nodeKey)
+          have++
+        }
+      })
+
+    /** udpSelf is this node's udp addresses (its key at each rendezvous server it is registered at), for gossip. */
+    const udpSelf = (time: number) =>
+      Effect.gen(function* () {
+        if (Option.isNone(udp)) return []
+        const nat = yield* udp.value.nat
+        return nat.registeredAt.flatMap((server) => {
+          const host = hostToBytes(server.host)
+          return host === undefined || isUnspecifiedHost(server.host)
+            ? []
+            : [{ time, services: config.peer.services, nodeKey: udp.value.nodeKey, host, port: server.port }]
+        })
+      })
+
+    /**
+     * announceUdp tells every connected peer our udp addresses when our registrations changed (the NAT
+     * probe and registration finish some time after start, usually after the first peers connected).
+     */
+    const announceUdp = (state: State, t: number) =>
+      Effect.gen(function* () {
+        const entries = yield* udpSelf(Math.floor(t / 1000))
+        const signature = entries.map((e) => `${toHex(e.host)}:${e.port}`).join(",")
+        if (signature === state.announcedUdp) return
+        state.announcedUdp = signature
+        if (entries.length === 0) return
+        for (const c of state.conns.values()) {
+          if (!c.feeler && c.handle !== undefined) yield* c.handle.send(new UdpAddrMessage({ entries }))
         }
       })
 
@@ -443,6 +531,8 @@ export const make = (config: NetConfig) =>
           static: false,
           feeler: false,
           udp: inbound.transport === "udp",
+          nodeKey: undefined,
+          sessionKey: inbound.remotePublicKey,
           nonce: yield* randomNonce,
           handle: undefined,
         }
@@ -471,6 +561,7 @@ export const make = (config: NetConfig) =>
           const target = state.targets.get(conn.key)
           if (target !== undefined) target.failures = 0
           if (!conn.static && !conn.udp) yield* addrBook.markGood(conn.ep, info.services)
+          if (conn.nodeKey !== undefined) yield* addrBook.markUdpGood(conn.nodeKey)
           const seen = normalizeHost(info.theirView.host)
           if (!isUnspecifiedHost(seen)) state.votes.set(seen, (state.votes.get(seen) ?? 0) + 1)
           // self-announcement: our address as this peer sees it, verified by whoever dials it back
@@ -521,11 +612,11 @@ export const make = (config: NetConfig) =>
           (yield* now) + (conn.handle === undefined ? backoff : Duration.toMillis(config.retryBase))
       })
 
-    const relayAddr = (state: State, from: PeerId, entries: AddrMessage["entries"]) =>
+    const relayAddr = (state: State, from: PeerId, message: AddrMessage | UdpAddrMessage) =>
       Effect.gen(function* () {
         const others = [...state.conns.values()].filter((c) => c.id !== from && c.handle !== undefined)
         const chosen = Chunk.toReadonlyArray(yield* Random.shuffle(others)).slice(0, 2)
-        for (const c of chosen) yield* c.handle!.send(new AddrMessage({ entries: [...entries] }))
+        for (const c of chosen) yield* c.handle!.send(message)
       })
 
     const addNode = (state: State, ep: PeerAddress, command: "add" | "remove" | "onetry") =>
@@ -596,7 +687,7 @@ export const make = (config: NetConfig) =>
         case "Closed":
           return Effect.as(onClosed(state, cmd.id, cmd.reason, cmd.dialError), state)
         case "RelayAddr":
-          return Effect.as(relayAddr(state, cmd.from, cmd.entries), state)
+          return Effect.as(relayAddr(state, cmd.from, cmd.message), state)
         case "AddNode":
           return addNode(state, cmd.ep, cmd.command).pipe(
             Effect.exit,
@@ -618,6 +709,11 @@ export const make = (config: NetConfig) =>
               n++
             }
             yield* Deferred.succeed(cmd.reply, n)
+            return state
+          })
+        case "PunchedBy":
+          return Effect.sync(() => {
+            rememberEntry(state.punchedBy, toHex(cmd.sessionKey), toHex(cmd.nodeKey), MAX_PUNCHED_BY)
             return state
           })
         case "Peers":
@@ -647,6 +743,8 @@ export const make = (config: NetConfig) =>
         nextId: 1,
         nextFeeler: 0,
         nextAnnounce: 0,
+        announcedUdp: "",
+        punchedBy: new Map(),
       })),
       handle,
     })
@@ -667,6 +765,19 @@ export const make = (config: NetConfig) =>
       const accepted = udp.value.sessions.accepted
       yield* Effect.forkScoped(
         Effect.forever(Effect.flatMap(Queue.take(accepted), (conn) => actor.send({ _tag: "Inbound", conn }))),
+      )
+    }
+    // who punched to us (the server's introduction names their node key): their sessions are theirs
+    if (Option.isSome(rendezvous)) {
+      const incoming = rendezvous.value.incoming
+      yield* Effect.forkScoped(
+        Effect.forever(
+          Effect.flatMap(Queue.take(incoming), (r) =>
+            r._tag === "Punched"
+              ? actor.send({ _tag: "PunchedBy", sessionKey: r.sessionKey, nodeKey: r.nodeKey })
+              : Effect.void,
+          ),
+        ),
       )
     }
 

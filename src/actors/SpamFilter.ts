@@ -622,9 +622,12 @@ export const make = (
     function makeGuard(host: string, keys: ReadonlyArray<string>, at: number): PeerGuard {
       const messages = new TokenBucket(policy.messages, at)
       const bytes = new TokenBucket(policy.bytes, at)
+      const addr = new TokenBucket(policy.addr, at)
+      // udp addresses (issue 8) draw on the same addr bucket: one address budget per peer, of any kind
       const perType: Partial<Record<Command, TokenBucket>> = {
         inv: new TokenBucket(policy.inv, at),
-        addr: new TokenBucket(policy.addr, at),
+        addr,
+        udpaddr: addr,
         tx: new TokenBucket(policy.tx, at),
       }
       const unrequestedBlocks = new TokenBucket(policy.unrequestedBlocks, at)
@@ -660,7 +663,7 @@ export const make = (
             if (command === "getdata" && entries > policy.maxGetDataItems) return flood("getdata")
             const bucket = perType[command]
             if (bucket !== undefined && !bucket.take(command === "tx" ? 1 : entries, now))
-              return flood(command as FloodBucket)
+              return flood((command === "udpaddr" ? "addr" : command) as FloodBucket)
             return Effect.succeed(true)
           }),
         throttle: (n) => Effect.map(Clock.currentTimeMillis, (now) => bytes.spend(n, now)),

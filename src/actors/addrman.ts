@@ -528,7 +528,7 @@ export class Addrman {
   }
 
   /** sample picks `n` distinct random entries of `from` (a partial Fisher–Yates shuffle of a copy). */
-  sample(from: ReadonlyArray<AddrInfo>, n: number): Array<AddrInfo> {
+  sample<A>(from: ReadonlyArray<A>, n: number): Array<A> {
     const pool = [...from]
     const k = Math.min(n, pool.length)
     for (let i = 0; i < k; i++) {

@@ -13,3 +13,10 @@ export const remember = (set: Set<string>, key: string, max: number, touch = fal
   set.add(key)
   if (set.size > max) set.delete(set.values().next().value!)
 }
+
+/** rememberEntry is `remember` for a map: sets `key` to `value` as the newest entry, forgetting the oldest beyond `max`. */
+export const rememberEntry = <V>(map: Map<string, V>, key: string, value: V, max: number): void => {
+  map.delete(key)
+  map.set(key, value)
+  if (map.size > max) map.delete(map.keys().next().value!)
+}

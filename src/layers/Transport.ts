@@ -36,6 +36,8 @@ export interface Connection {
   readonly direction: "inbound" | "outbound"
   /** transport names the medium for getpeerinfo: TCP (the default when absent) or a UDP session (issue 8) */
   readonly transport?: "tcp" | "udp"
+  /** remotePublicKey is the remote's static session key, authenticated by the handshake (UDP sessions; absent over TCP) */
+  readonly remotePublicKey?: Uint8Array
   /** read is the received chunks, split anywhere (feed them to `Framer.push`); it ends when the peer or we close, and fails with `reset`. */
   readonly read: Stream.Stream<Uint8Array, TransportError>
   /**

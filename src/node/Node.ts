@@ -86,6 +86,7 @@ export const netConfigOf = (config: NodeConfig): PeerManager.NetConfig => ({
   connect: config.connect,
   addnode: config.addnode,
   maxOutbound: config.limits.maxOutbound,
+  maxOutboundUdp: config.limits.maxOutboundUdp,
   maxInbound: config.limits.maxInbound,
   connectTimeout: Duration.seconds(10),
   retryBase: Duration.seconds(1),

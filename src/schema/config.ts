@@ -167,6 +167,7 @@ export const ConfigFile = Schema.Struct({
     Schema.Struct({
       maxInbound: Schema.optional(NonNegativeInt),
       maxOutbound: Schema.optional(NonNegativeInt),
+      maxOutboundUdp: Schema.optional(NonNegativeInt),
       maxMempoolBytes: Schema.optional(PositiveInt),
       handshakeTimeoutSeconds: Schema.optional(PositiveInt),
       banSeconds: Schema.optional(NonNegativeInt),
@@ -201,6 +202,8 @@ export interface NodeConfig {
   readonly limits: {
     readonly maxInbound: number
     readonly maxOutbound: number
+    /** outbound UDP sessions to NAT'd nodes found by gossip (beside maxOutbound) */
+    readonly maxOutboundUdp: number
     readonly maxMempoolBytes: number
     readonly handshakeTimeoutSeconds: number
     readonly banSeconds: number
@@ -281,6 +284,7 @@ export const resolveConfig = (
     limits: {
       maxInbound: file.limits?.maxInbound ?? 117,
       maxOutbound: file.limits?.maxOutbound ?? 8,
+      maxOutboundUdp: file.limits?.maxOutboundUdp ?? 2,
       maxMempoolBytes: file.limits?.maxMempoolBytes ?? 300_000_000,
       handshakeTimeoutSeconds: file.limits?.handshakeTimeoutSeconds ?? 60,
       banSeconds: file.limits?.banSeconds ?? 86_400,

@@ -44,6 +44,8 @@ export const MAX_REJECT_REASON_BYTES = 111
 const INV_ITEM_BYTES = 4 + 32
 const NET_ADDRESS_BYTES = 16 + 2
 const ADDR_ENTRY_BYTES = 4 + 4 + NET_ADDRESS_BYTES
+/** a udpaddr entry: time, services, the node's x-only key, its rendezvous server's address */
+const UDP_ADDR_ENTRY_BYTES = 4 + 4 + 32 + NET_ADDRESS_BYTES
 
 /** U16 is an unsigned 16-bit field (ports; big-endian on the wire, as in Bitcoin's net addresses). */
 export const U16 = Schema.Number.pipe(Schema.int(), Schema.between(0, 0xffff))
@@ -148,6 +150,27 @@ export class HeadersMessage extends Schema.TaggedClass<HeadersMessage>()("header
 /** GetAddrMessage asks the peer for addresses it knows. */
 export class GetAddrMessage extends Schema.TaggedClass<GetAddrMessage>()("getaddr", {}) {}
 
+/**
+ * UdpAddrEntry is one gossiped address of kind "udp" (issue 8): a node behind a NAT, named by its
+ * x-only node key, reachable through the rendezvous server (host, port) it is registered at.
+ */
+export const UdpAddrEntry = Schema.Struct({
+  time: U32,
+  services: U32,
+  nodeKey: Bytes32,
+  host: Host16,
+  port: U16,
+})
+export type UdpAddrEntry = typeof UdpAddrEntry.Type
+
+/**
+ * UdpAddrMessage gossips at most MAX_ADDR_ENTRIES udp addresses (its own command, so peers that
+ * only know `addr` keep decoding it unchanged, as BIP155 added addrv2 beside addr).
+ */
+export class UdpAddrMessage extends Schema.TaggedClass<UdpAddrMessage>()("udpaddr", {
+  entries: Schema.Array(UdpAddrEntry).pipe(Schema.maxItems(MAX_ADDR_ENTRIES)),
+}) {}
+
 /** AddrMessage gossips at most MAX_ADDR_ENTRIES addresses. */
 export class AddrMessage extends Schema.TaggedClass<AddrMessage>()("addr", {
   entries: Schema.Array(AddrEntry).pipe(Schema.maxItems(MAX_ADDR_ENTRIES)),
@@ -181,6 +204,7 @@ export const WireMessage = Schema.Union(
   HeadersMessage,
   GetAddrMessage,
   AddrMessage,
+  UdpAddrMessage,
   RejectMessage,
   SendHeadersMessage,
 )
@@ -383,6 +407,34 @@ const codecs: { readonly [C in Command]: Codec<MessageOf<C>> } = {
       for (const e of m.entries) {
         w.u32(e.time)
         w.u32(e.services)
+        w.raw(e.host)
+        writeU16(w, e.port)
+      }
+    },
+  },
+  udpaddr: {
+    cap: varintSize(MAX_ADDR_ENTRIES) + MAX_ADDR_ENTRIES * UDP_ADDR_ENTRY_BYTES,
+    read: (r) => {
+      const n = r.count("udpaddr.entries", MAX_ADDR_ENTRIES, UDP_ADDR_ENTRY_BYTES)
+      const entries: Array<UdpAddrEntry> = []
+      for (let i = 0; i < n; i++) {
+        entries.push({
+          time: r.u32("udpaddr.time"),
+          services: r.u32("udpaddr.services"),
+          nodeKey: r.bytesN(32, "udpaddr.nodeKey"),
+          host: r.bytesN(16, "udpaddr.host"),
+          port: readU16(r, "udpaddr.port"),
+        })
+      }
+      return new UdpAddrMessage({ entries }, trusted)
+    },
+    size: (m) => varintSize(m.entries.length) + m.entries.length * UDP_ADDR_ENTRY_BYTES,
+    write: (w, m) => {
+      w.varint(m.entries.length)
+      for (const e of m.entries) {
+        w.u32(e.time)
+        w.u32(e.services)
+        w.raw(e.nodeKey)
         w.raw(e.host)
         writeU16(w, e.port)
       }

@@ -11,10 +11,13 @@ import {
 } from "../../src/actors/AddrBook.js"
 import { defaultAddrmanParams, maxNewPerGroup, maxNewPerGroupAndSource } from "../../src/actors/addrman.js"
 import type { PeerInfo } from "../../src/actors/net.js"
+import { defaultUdpAddrParams } from "../../src/actors/udpAddrs.js"
 import { ChainStore, type ChainStoreService, makeMemoryStore } from "../../src/layers/ChainStore.js"
 import type { Endpoint } from "../../src/layers/Transport.js"
+import { peerAddressText } from "../../src/schema/config.js"
+import { toHex } from "../../src/schema/hex.js"
 import { bytesToHost, endpointKey, hostToBytes } from "../../src/schema/netaddr.js"
-import type { AddrEntry } from "../../src/schema/wire.js"
+import type { AddrEntry, UdpAddrEntry } from "../../src/schema/wire.js"
 import { fakePeer } from "../support/peers.js"
 
 /** T0 is the test's wall clock: addresses stamped with it are fresh, not "not seen for 30 days". */
@@ -156,7 +159,7 @@ describe("AddrBook", () => {
         yield* book.addSelfAnnounced(inbound)
         // an addr entry carrying the sender's own host is a self-announcement too
         expect(yield* book.addGossip(other, [entry("10.9.0.1", 8333)])).toEqual([])
-        expect(yield* book.size).toEqual({ new: 2, tried: 0 })
+        expect(yield* book.size).toEqual({ new: 2, tried: 0, udp: 0 })
 
         // stored (dialable) but neither answered to getaddr nor relayed
         expect(yield* book.getAddr).toEqual([])
@@ -165,7 +168,7 @@ describe("AddrBook", () => {
 
         // we dialled it back and the handshake completed: verified, tried, gossipable
         yield* book.markGood({ host: "10.7.0.1", port: 8333 }, 1)
-        expect(yield* book.size).toEqual({ new: 1, tried: 1 })
+        expect(yield* book.size).toEqual({ new: 1, tried: 1, udp: 0 })
         expect((yield* book.getAddr).map(keyOf)).toEqual(["10.7.0.1:8333"])
         expect((yield* book.addGossip(inbound, [entry("10.7.0.1", 8333)])).map(keyOf)).toEqual([
           "10.7.0.1:8333",
@@ -292,7 +295,7 @@ describe("AddrBook", () => {
           }),
         store,
       )
-      expect(before).toEqual({ new: 50, tried: 1 })
+      expect(before).toEqual({ new: 50, tried: 1, udp: 0 })
       const secret = Option.getOrThrow(yield* rows.get(secretKey))
       expect((yield* rows.entries).length).toBe(52)
 
@@ -336,13 +339,201 @@ describe("AddrBook", () => {
       yield* withBook(
         (book) =>
           Effect.gen(function* () {
-            expect(yield* book.size).toEqual({ new: 1, tried: 1 })
+            expect(yield* book.size).toEqual({ new: 1, tried: 1, udp: 0 })
             const answer = yield* book.getAddr
             expect(answer.map(keyOf)).toEqual(["10.8.0.1:8333"])
             expect(answer[0]!.services).toBe(5)
           }),
         store,
       )
+    }),
+  )
+})
+
+/** udpConfig is a small udp table (8 entries, 3 per rendezvous server, dropped after 3 failed dials). */
+const udpConfig: AddrBookConfig = {
+  ...defaultAddrBookConfig,
+  udp: { ...defaultUdpAddrParams, maxEntries: 8, maxPerServer: 3, maxFailures: 3 },
+}
+
+/** nodeKey is node `n`'s x-only key: 32 bytes of `n`, so keys sort as their numbers do. */
+const nodeKey = (n: number): Uint8Array => new Uint8Array(32).fill(n)
+
+/** udpEntry announces node `n` registered at the rendezvous server `host:port` at `time`. */
+const udpEntry = (n: number, host = "10.0.0.1", port = 9000, time = nowSeconds): UdpAddrEntry => ({
+  time,
+  services: 1,
+  nodeKey: nodeKey(n),
+  host: hostToBytes(host)!,
+  port,
+})
+
+/** udpKeyOf names an announcement as `<node key hex>@server`. */
+const udpKeyOf = (e: UdpAddrEntry): string =>
+  `${toHex(e.nodeKey)}@${endpointKey({ host: bytesToHost(e.host), port: e.port })}`
+
+describe("AddrBook udp addresses", () => {
+  it.effect("addUdpGossip relays a fresh small message once; a message of 11 is stored, not relayed", () =>
+    withBook(
+      (book) =>
+        Effect.gen(function* () {
+          const from = peer(1, "172.16.0.1")
+          const two = [udpEntry(2), udpEntry(3, "10.0.0.2")]
+          expect((yield* book.addUdpGossip(from, two)).map(udpKeyOf)).toEqual(two.map(udpKeyOf))
+          expect((yield* book.size).udp).toBe(2)
+          // the same announcements again, from the same peer or another: each was relayed once
+          expect(yield* book.addUdpGossip(from, two)).toEqual([])
+          expect(yield* book.addUdpGossip(peer(2, "172.17.0.1"), two)).toEqual([])
+          // a stale announcement is stored, not relayed; an invalid one neither
+          expect(yield* book.addUdpGossip(from, [udpEntry(4, "10.0.0.1", 9000, nowSeconds - 3600)])).toEqual(
+            [],
+          )
+          expect(
+            yield* book.addUdpGossip(from, [udpEntry(5, "10.0.0.1", 0), udpEntry(6, "0.0.0.0")]),
+          ).toEqual([])
+          expect((yield* book.size).udp).toBe(3)
+          // a time from the future is relayed clamped to now plus 10 minutes
+          const future = yield* book.addUdpGossip(from, [udpEntry(7, "10.0.0.3", 9000, nowSeconds + 86_400)])
+          expect(future.map((e) => e.time)).toEqual([nowSeconds + 600])
+          // a node re-registering elsewhere a minute later is news: relayed
+          yield* TestClock.adjust(Duration.minutes(1))
+          const moved = [udpEntry(2, "10.0.0.4", 9000, nowSeconds + 60)]
+          expect((yield* book.addUdpGossip(from, moved)).map(udpKeyOf)).toEqual(moved.map(udpKeyOf))
+          expect((yield* book.size).udp).toBe(4)
+        }),
+      makeMemoryStore(),
+      udpConfig,
+    ),
+  )
+
+  it.effect("a message of more than 10 entries is stored up to the table's caps and not relayed", () =>
+    withBook(
+      (book) =>
+        Effect.gen(function* () {
+          const servers = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+          const eleven = Array.from({ length: 11 }, (_, i) => udpEntry(i + 1, servers[i % 4]!))
+          expect(yield* book.addUdpGossip(peer(1, "172.16.0.1"), eleven)).toEqual([])
+          // 3 per server at most, 8 in all
+          expect((yield* book.size).udp).toBe(8)
+          const ten = Array.from({ length: 10 }, (_, i) => udpEntry(i + 20, `10.1.0.${i + 1}`))
+          expect(yield* book.addUdpGossip(peer(1, "172.16.0.1"), ten)).toHaveLength(10)
+        }),
+      makeMemoryStore(),
+      udpConfig,
+    ),
+  )
+
+  it.effect("getUdpAddr is empty until a dial completes; selectUdp picks only keys above ours", () =>
+    withBook(
+      (book) =>
+        Effect.gen(function* () {
+          yield* book.addUdpGossip(peer(1, "172.16.0.1"), [udpEntry(2), udpEntry(3, "2001:db8::1", 9001)])
+          expect(yield* book.getUdpAddr).toEqual([])
+          yield* book.markUdpAttempt(nodeKey(3))
+          expect(yield* book.getUdpAddr).toEqual([])
+
+          yield* book.markUdpGood(nodeKey(3))
+          const answer = yield* book.getUdpAddr
+          expect(answer.map(udpKeyOf)).toEqual([`${toHex(nodeKey(3))}@[2001:db8::1]:9001`])
+          expect(answer[0]!.time).toBe(nowSeconds)
+
+          const picks = (exclude: ReadonlySet<string>, own: number) =>
+            Effect.gen(function* () {
+              const seen = new Set<string>()
+              for (let i = 0; i < 40; i++) {
+                const pick = yield* book.selectUdp(exclude, nodeKey(own))
+                seen.add(Option.isSome(pick) ? peerAddressText(pick.value) : "none")
+              }
+              return seen
+            })
+          const two = `udp:${toHex(nodeKey(2))}@10.0.0.1:9000`
+          const three = `udp:${toHex(nodeKey(3))}@[2001:db8::1]:9001`
+          expect(yield* picks(new Set(), 1)).toEqual(new Set([two, three]))
+          expect(yield* picks(new Set([toHex(nodeKey(3))]), 1)).toEqual(new Set([two]))
+          // node 2 is dialled by node 1, never the other way round; node 3 dials nobody here
+          expect(yield* picks(new Set(), 2)).toEqual(new Set([three]))
+          expect(yield* picks(new Set(), 3)).toEqual(new Set(["none"]))
+        }),
+      makeMemoryStore(),
+      udpConfig,
+    ),
+  )
+
+  it.effect("a failed dial waits a minute; three failures drop the entry from the store too", () =>
+    Effect.gen(function* () {
+      const store = makeMemoryStore()
+      const rows = store.table(addrTable)
+      const row = `udp:${toHex(nodeKey(2))}`
+      yield* withBook(
+        (book) =>
+          Effect.gen(function* () {
+            yield* book.addUdpGossip(peer(1, "172.16.0.1"), [udpEntry(2)])
+            expect(Option.isSome(yield* rows.get(row))).toBe(true)
+            yield* book.markUdpAttempt(nodeKey(2))
+            expect(Option.isNone(yield* book.selectUdp(new Set(), nodeKey(1)))).toBe(true)
+            yield* TestClock.adjust(Duration.minutes(1))
+            expect(Option.isSome(yield* book.selectUdp(new Set(), nodeKey(1)))).toBe(true)
+            yield* book.markUdpAttempt(nodeKey(2))
+            yield* book.markUdpAttempt(nodeKey(2))
+            expect((yield* book.size).udp).toBe(0)
+            expect(Option.isNone(yield* book.selectUdp(new Set(), nodeKey(1)))).toBe(true)
+          }),
+        store,
+        udpConfig,
+      )
+      expect(Option.isNone(yield* rows.get(row))).toBe(true)
+    }),
+  )
+
+  it.effect("udp entries survive a restart over the same store; corrupt udp rows are pruned", () =>
+    Effect.gen(function* () {
+      const store = makeMemoryStore()
+      const rows = store.table(addrTable)
+      yield* withBook(
+        (book) =>
+          Effect.gen(function* () {
+            yield* book.addUdpGossip(peer(1, "172.16.0.1"), [
+              udpEntry(2),
+              udpEntry(3),
+              udpEntry(4, "10.0.0.2"),
+            ])
+            yield* book.markUdpGood(nodeKey(3))
+            yield* book.markUdpAttempt(nodeKey(4))
+            expect(yield* book.size).toEqual({ new: 0, tried: 0, udp: 3 })
+          }),
+        store,
+        udpConfig,
+      )
+      // secret and three udp rows
+      expect((yield* rows.entries).length).toBe(4)
+
+      // corrupt rows: garbage under a good key, a truncated row, a good row under bad key text
+      const good = Option.getOrThrow(yield* rows.get(`udp:${toHex(nodeKey(2))}`))
+      yield* rows.put(`udp:${toHex(nodeKey(9))}`, new Uint8Array([1, 2, 3]))
+      yield* rows.put(`udp:${toHex(nodeKey(8))}`, good.subarray(0, good.length - 1))
+      yield* rows.put(`udp:${"zz".repeat(32)}`, good)
+      yield* rows.put(`udp:${toHex(nodeKey(7)).slice(2)}`, good)
+      yield* rows.put(`udp:${"ab".repeat(32).toUpperCase()}`, good)
+
+      yield* withBook(
+        (book) =>
+          Effect.gen(function* () {
+            expect(yield* book.size).toEqual({ new: 0, tried: 0, udp: 3 })
+            // the reached entry is still gossiped, the others are not
+            expect((yield* book.getUdpAddr).map(udpKeyOf)).toEqual([`${toHex(nodeKey(3))}@10.0.0.1:9000`])
+            // the failed dial's backoff survived too: node 4 waits, 2 and 3 do not
+            const seen = new Set<string>()
+            for (let i = 0; i < 40; i++) {
+              const pick = yield* book.selectUdp(new Set(), nodeKey(1))
+              if (Option.isSome(pick)) seen.add(toHex(pick.value.nodeKey!))
+            }
+            expect(seen).toEqual(new Set([toHex(nodeKey(2)), toHex(nodeKey(3))]))
+          }),
+        store,
+        udpConfig,
+      )
+      const keys = (yield* rows.entries).map(([k]) => k).sort()
+      expect(keys).toEqual([secretKey, ...[2, 3, 4].map((n) => `udp:${toHex(nodeKey(n))}`)].sort())
     }),
   )
 })

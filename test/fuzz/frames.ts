@@ -30,6 +30,7 @@ import {
   PongMessage,
   RejectMessage,
   SendHeadersMessage,
+  UdpAddrMessage,
   VerackMessage,
   VersionMessage,
   type WireMessage,
@@ -394,6 +395,20 @@ export const validPayload = (rng: Rng, c: Corpus, command: Command): Uint8Array 
         trusted,
       )
       break
+    case "udpaddr":
+      msg = new UdpAddrMessage(
+        {
+          entries: Array.from({ length: count(rng, MAX_ADDR_ENTRIES, 10) }, () => ({
+            time: rng.chance(0.8) ? c.tipTime + rng.between(-86_400 * 30, 3_600) : rng.u32(),
+            services: rng.chance(0.8) ? rng.int(8) : rng.u32(),
+            nodeKey: hash32(rng, c),
+            host: host16(rng),
+            port: rng.chance(0.5) ? regtest.udpPort : rng.int(0x10000),
+          })),
+        },
+        trusted,
+      )
+      break
     case "reject":
       msg = new RejectMessage(
         rng.chance(0.5)
@@ -674,6 +689,7 @@ const COMMAND_WEIGHTS: Readonly<Record<Command, number>> = {
   headers: 8,
   getaddr: 3,
   addr: 6,
+  udpaddr: 4,
   reject: 4,
   sendheaders: 3,
 }

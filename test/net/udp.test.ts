@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Either, Fiber, Option, TestClock } from "effect"
+import { AddrBook } from "../../src/actors/AddrBook.js"
 import { Chain } from "../../src/actors/Chain.js"
 import { Miner } from "../../src/actors/Miner.js"
 import { Network } from "../../src/actors/PeerManager.js"
@@ -13,7 +14,16 @@ import { UdpEndpoint } from "../../src/layers/UdpEndpoint.js"
 import { toHex } from "../../src/schema/hex.js"
 import { endpointKey } from "../../src/schema/netaddr.js"
 import type { PublicKey } from "../../src/schema/primitives.js"
-import { quiet, settle, simConfig, simTime, startNode, UDP_PORT, waitUntil } from "../support/simnet.js"
+import {
+  P2P_PORT,
+  quiet,
+  settle,
+  simConfig,
+  simTime,
+  startNode,
+  UDP_PORT,
+  waitUntil,
+} from "../support/simnet.js"
 
 const SERVER = "203.0.113.1"
 const A_PRIVATE = "192.168.1.10"
@@ -200,6 +210,75 @@ describe("the node's UDP stack on a simulated network with NATs (TestClock)", ()
           )
           expect(toHex((yield* tipOf(b)).hash)).toBe(toHex(hashes[hashes.length - 1]!))
           expect((yield* b.run(Effect.flatMap(Network, (n) => n.peers))).length).toBe(1)
+        }),
+      ),
+    { timeout: 60_000 },
+  )
+
+  it.scoped(
+    "NAT'd nodes find each other by gossip: each announces udp:<key>@S to the public node S, S relays it, and the lower key dials the other over UDP",
+    () =>
+      quiet(
+        Effect.gen(function* () {
+          yield* simTime
+          const tcp = yield* makeSimNetwork({ seed: 10, defaultLink: { latency: "20 millis" } })
+          const udp = yield* makeDatagramSim({ seed: 10, defaultLink: { latency: "20 millis" } })
+          const server = { host: SERVER, port: UDP_PORT }
+          for (const [pub, priv] of [
+            [A_PUBLIC, A_PRIVATE],
+            [B_PUBLIC, B_PRIVATE],
+          ] as const) {
+            yield* udp.addNat({
+              publicHost: pub,
+              type: "port-restricted",
+              privateHosts: [priv],
+              mappingTimeout: MAPPING_TIMEOUT_MS,
+            })
+          }
+          const s = yield* startNode(tcp, simConfig(SERVER), { datagramSim: udp })
+          // A and B: a TCP connection out to S (their NATs let that through) and S as rendezvous server;
+          // nobody tells either of them about the other
+          const nat = (host: string) => ({
+            ...simConfig(host),
+            rendezvous: [server],
+            addnode: [{ host: SERVER, port: P2P_PORT }],
+            listen: { host, port: 0 },
+          })
+          const a = yield* startNode(tcp, nat(A_PRIVATE), { datagramSim: udp })
+          const b = yield* startNode(tcp, nat(B_PRIVATE), { datagramSim: udp })
+          const keyOf = (node: typeof a) => Effect.map(node.run(UdpEndpoint), (u) => toHex(u.nodeKey))
+          const [aKey, bKey] = [yield* keyOf(a), yield* keyOf(b)]
+          const udpPeers = (node: typeof a) =>
+            node.run(
+              Effect.map(
+                Effect.flatMap(Network, (n) => n.peers),
+                (ps) => ps.filter((p) => p.info.transport === "udp"),
+              ),
+            )
+          yield* waitUntil(
+            Effect.map(
+              Effect.all([udpPeers(a), udpPeers(b)]),
+              ([pa, pb]) => pa.length === 1 && pb.length === 1,
+            ),
+            "120 seconds",
+          )
+          // exactly one session between them, dialled by the lower key (the other end sees it inbound)
+          const [[atA], [atB]] = [yield* udpPeers(a), yield* udpPeers(b)]
+          const aDialled = aKey < bKey
+          expect(atA!.info.inbound).toBe(!aDialled)
+          expect(atB!.info.inbound).toBe(aDialled)
+          expect(atA!.info.addr.host).toBe(B_PUBLIC)
+          expect(atB!.info.addr.host).toBe(A_PUBLIC)
+          // S learned both udp addresses; the dialler's book has the other one, now reached (gossipable)
+          expect((yield* s.run(Effect.flatMap(AddrBook, (book) => book.size))).udp).toBe(2)
+          const dialler = aDialled ? a : b
+          const reached = yield* dialler.run(Effect.flatMap(AddrBook, (book) => book.getUdpAddr))
+          expect(reached.map((e) => toHex(e.nodeKey))).toEqual([aDialled ? bKey : aKey])
+          expect(reached[0]!.port).toBe(UDP_PORT)
+          // the session stays single: more ticks do not open a second one either way
+          yield* advance(10_000)
+          expect((yield* udpPeers(a)).length).toBe(1)
+          expect((yield* udpPeers(b)).length).toBe(1)
         }),
       ),
     { timeout: 60_000 },

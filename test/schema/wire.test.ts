@@ -39,6 +39,7 @@ import {
   SERVICE_MINER,
   SendHeadersMessage,
   TxMessage,
+  UdpAddrMessage,
   VerackMessage,
   VersionMessage,
   type WireMessage,
@@ -87,6 +88,9 @@ const arbMessage: fc.Arbitrary<WireMessage> = fc.oneof(
   fc
     .array(fc.record({ time: u32, services: u32, host, port: u16 }), { maxLength: 30 })
     .map((entries) => new AddrMessage({ entries })),
+  fc
+    .array(fc.record({ time: u32, services: u32, nodeKey: bytes32, host, port: u16 }), { maxLength: 30 })
+    .map((entries) => new UdpAddrMessage({ entries })),
   fc
     .record({ command: ascii(12), reason: ascii(111), hash: fc.option(bytes32, { nil: undefined }) })
     .map(({ command, reason, hash }) =>
