@@ -19,12 +19,12 @@ import { COINBASE_MATURITY, MAX_MONEY } from "../consensus/checkTx.js"
 import { txidOf } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import { keyOf } from "../consensus/utxo.js"
-import { ChainStore } from "../layers/ChainStore.js"
+import { ChainStore, type StorageError } from "../layers/ChainStore.js"
 import { Keystore } from "../layers/Keystore.js"
 import { Signatures } from "../layers/Signatures.js"
 import type { Coin } from "../schema/coin.js"
 import { fromHex, toHex } from "../schema/hex.js"
-import type { Amount, Height, PublicKey, TxId } from "../schema/primitives.js"
+import type { Amount, BlockHash, Height, PublicKey, TxId } from "../schema/primitives.js"
 import { encodeTx, type Tx, type TxIn, type TxOut, txSize } from "../schema/tx.js"
 import * as Actor from "./Actor.js"
 import { Chain, type ChainEvent } from "./Chain.js"
@@ -143,6 +143,44 @@ export interface WalletService {
 
 /** Wallet is the service tag of the Wallet actor. */
 export class Wallet extends Context.Tag("fibercoin/Wallet")<Wallet, WalletService>() {}
+
+/**
+ * WalletSourceService is the chain as the wallet follows it: a tip, the block events (every block
+ * connected or disconnected, in order; a light node passes the blocks its filters matched whole and
+ * the others without transactions), and the unspent outputs it can look up. A full node's source is
+ * the Chain actor and the UTXO set (`sourceFromChain`); a light node's is its LightClient.
+ */
+export interface WalletSourceService {
+  readonly tip: Effect.Effect<{ readonly hash: BlockHash; readonly height: number }>
+  readonly events: PubSub.PubSub<ChainEvent>
+  /**
+   * coin reads an unspent output by outpoint key (restoring the coins a disconnected block spent: the
+   * source has put them back before it publishes the disconnect); undefined when unknown or spent
+   */
+  readonly coin: (key: string) => Coin | undefined
+  /** forEachCoin visits every unspent output the source knows (the wallet's one scan at start) */
+  readonly forEachCoin: (visit: (key: string, coin: Coin) => void) => Effect.Effect<void, StorageError>
+}
+
+export class WalletSource extends Context.Tag("fibercoin/WalletSource")<
+  WalletSource,
+  WalletSourceService
+>() {}
+
+/** sourceFromChain is a full node's wallet source: the Chain's tip and events, the committed UTXO set. */
+export const sourceFromChain: Layer.Layer<WalletSource, never, Chain | ChainStore> = Layer.effect(
+  WalletSource,
+  Effect.gen(function* () {
+    const chain = yield* Chain
+    const store = yield* ChainStore
+    return {
+      tip: chain.tip,
+      events: chain.events,
+      coin: (key) => store.coins.get(key),
+      forEachCoin: store.forEachCoin,
+    }
+  }),
+)
 
 // ---------------------------------------------------------------------------------------------------
 // State, owned by the actor fiber only
@@ -281,9 +319,8 @@ const clampMinconf = (minconf: number): number =>
 export const make = (config: WalletConfig) =>
   Effect.gen(function* () {
     const keystore = yield* Keystore
-    const chain = yield* Chain
+    const chain = yield* WalletSource
     const mempool = yield* Mempool
-    const store = yield* ChainStore
     const backend = yield* Signatures
     const params = config.network
     const lookahead = config.lookahead ?? defaultLookahead
@@ -413,7 +450,7 @@ export const make = (config: WalletConfig) =>
           if (tx.outputs.some((o) => state.keys.has(toHex(o.pubkey)))) payingUs.push([txid, tx])
           for (const input of tx.inputs) {
             const key = keyOf(input.prevout)
-            const coin = store.coins.get(key)
+            const coin = chain.coin(key)
             if (coin === undefined) continue
             const keyIndex = ownerOf(state, coin.pubkey)
             if (keyIndex === undefined) continue
@@ -616,7 +653,7 @@ export const make = (config: WalletConfig) =>
       deriveUpTo(state, (yield* keystore.count) + lookahead)
       const tip = yield* chain.tip
       state.tipHeight = tip.height
-      yield* store
+      yield* chain
         .forEachCoin((key, coin) => {
           const keyIndex = ownerOf(state, coin.pubkey)
           if (keyIndex === undefined) return
@@ -750,10 +787,17 @@ export const make = (config: WalletConfig) =>
   })
 
 /**
- * layer provides the Wallet actor. It needs the Keystore, the Chain and Mempool actors, the ChainStore
- * (the one startup scan and restoring coins on a disconnect) and the Signatures backend (signing).
+ * layer provides a full node's Wallet actor. It needs the Keystore, the Chain and Mempool actors, the
+ * ChainStore (the one startup scan and restoring coins on a disconnect) and the Signatures backend
+ * (signing).
  */
 export const layer = (
   config: WalletConfig,
 ): Layer.Layer<Wallet, never, Keystore | Chain | Mempool | ChainStore | Signatures> =>
+  Layer.scoped(Wallet, make(config)).pipe(Layer.provide(sourceFromChain))
+
+/** layerOver provides the Wallet actor over another WalletSource (a light node's LightClient). */
+export const layerOver = (
+  config: WalletConfig,
+): Layer.Layer<Wallet, never, Keystore | WalletSource | Mempool | Signatures> =>
   Layer.scoped(Wallet, make(config))

@@ -282,7 +282,9 @@ describe("Wallet actor: coins, balance, payments", () => {
       expect(yield* wallet.newAddress).not.toBe(first)
 
       // a second wallet actor over the same store and keystore rebuilds the same view from the UTXO set
-      const restarted = yield* WalletActor.make({ network: regtest })
+      const restarted = yield* WalletActor.make({ network: regtest }).pipe(
+        Effect.provide(WalletActor.sourceFromChain),
+      )
       expect(yield* restarted.balance()).toBe(SUBSIDY)
       expect(yield* restarted.listUnspent()).toEqual(yield* wallet.listUnspent())
     }).pipe(Effect.provide(services())),
