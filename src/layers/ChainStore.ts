@@ -80,6 +80,14 @@ export interface ChainStoreService {
   readonly commit: (update: ChainUpdate) => Effect.Effect<void, StorageError>
   /** forEachCoin visits every unspent output (a full scan: reindex checks, snapshots). */
   readonly forEachCoin: (visit: (key: string, coin: Coin) => void) => Effect.Effect<void, StorageError>
+  /**
+   * putCoins adds coins to the UTXO set in one transaction without moving the tip: a snapshot load
+   * writes its chunks this way, then commits the tip (the Chain actor only; it wipes them again with
+   * resetChainState when the load fails).
+   */
+  readonly putCoins: (
+    coins: ReadonlyArray<readonly [key: string, coin: Coin]>,
+  ) => Effect.Effect<void, StorageError>
   /** resetChainState drops the UTXO set, the undo records and the tip, keeping blocks and index (reindex). */
   readonly resetChainState: Effect.Effect<void, StorageError>
   /** table opens a named keyed table. */
@@ -121,6 +129,10 @@ export const makeMemoryStore = (): ChainStoreService => {
         if (update.deleteUndo !== undefined) undos.delete(toHex(update.deleteUndo))
         for (const e of update.index ?? []) index.set(toHex(e.hash), e)
         tip = Option.some(update.tip)
+      }),
+    putCoins: (entries) =>
+      Effect.sync(() => {
+        for (const [key, coin] of entries) coins.set(key, coin)
       }),
     forEachCoin: (visit) =>
       Effect.sync(() => {

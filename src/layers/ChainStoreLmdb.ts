@@ -425,6 +425,18 @@ const makeService = (env: Env, cache: CoinCache): ChainStoreService => {
       )
     },
 
+    putCoins: (entries) =>
+      write("putCoins", () => {
+        for (const [key, coin] of entries) env.coins.putSync(key, encodeCoin(coin))
+      }).pipe(
+        // the cache holds only coins read back at the tip: drop any stale copy of a key just written
+        Effect.ensuring(
+          Effect.sync(() => {
+            for (const [key] of entries) cache.delete(key)
+          }),
+        ),
+      ),
+
     forEachCoin: (visit) =>
       Effect.suspend(() => {
         // The visitor's own exceptions are its bugs, not storage failures: they become defects, as

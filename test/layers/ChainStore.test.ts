@@ -278,6 +278,27 @@ const contract = (name: string, makeLayer: () => Layer.Layer<ChainStore, unknown
       }).pipe(Effect.provide(makeLayer())),
     )
 
+    it.effect("putCoins adds coins without moving the tip, and resetChainState drops them again", () =>
+      Effect.gen(function* () {
+        const store = yield* ChainStore
+        yield* store.commit({ tip: tip(1), delta: { spent: [], created: [[key(1), coin(1)]] } })
+        yield* store.putCoins([
+          [key(2), coin(2)],
+          [key(3, 1), coin(3)],
+        ])
+        expect(value(yield* store.tip)).toEqual(tip(1))
+        expect(store.coins.get(key(3, 1))).toEqual(coin(3))
+        expect(yield* coinSet(store)).toEqual([
+          [key(1), coin(1)],
+          [key(2), coin(2)],
+          [key(3, 1), coin(3)],
+        ])
+        yield* store.resetChainState
+        expect(store.coins.get(key(2))).toBeUndefined()
+        expect(yield* coinSet(store)).toEqual([])
+      }).pipe(Effect.provide(makeLayer())),
+    )
+
     it.effect("an exception thrown by forEachCoin's visitor is a defect, not a StorageError", () =>
       Effect.gen(function* () {
         const store = yield* ChainStore
