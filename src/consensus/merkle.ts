@@ -12,8 +12,8 @@ import { sha256d } from "./hash.js"
 
 const ZERO_ROOT = new Uint8Array(32)
 
-/** hashPair is an inner node: sha256d(left ‖ right). */
-const hashPair = (left: Uint8Array, right: Uint8Array): Uint8Array => {
+/** hashPair is an inner node: sha256d(left ‖ right) (also the partial merkle trees of merkleProof.ts). */
+export const hashPair = (left: Uint8Array, right: Uint8Array): Uint8Array => {
   const buf = new Uint8Array(64)
   buf.set(left, 0)
   buf.set(right, 32)
