@@ -247,34 +247,33 @@ export const decodeGcsValues = (
 /**
  * matchAny tells whether any of `items` is (probably: false positives at 1/M per item) in the filter
  * of the block `blockHash`; never a false negative. One pass over the filter against the sorted
- * hashed items. The whole filter is read even after a match, so a malformed filter is a DecodeError
- * whatever the items asked: a light node refuses it rather than guessing.
+ * hashed items, reading the whole filter even after a match. A malformed filter (see
+ * `decodeGcsValues`) answers true: it can never hide a block, so the caller fetches the block,
+ * computes its filter and finds the liar, rather than skipping a block on a bad peer's word.
  */
 export const matchAny = (
   filter: Uint8Array,
   blockHash: Uint8Array,
   items: ReadonlyArray<Uint8Array>,
   params: GcsParams = BASIC_FILTER,
-): Either.Either<boolean, DecodeError> =>
-  catchDecode(() => {
-    const gcs = openGcs(filter, params)
-    if (gcs.n === 0 || items.length === 0) {
-      for (let i = 0; i < gcs.n; i++) gcs.next()
+): boolean =>
+  Either.getOrElse(
+    catchDecode(() => {
+      const gcs = openGcs(filter, params)
+      const wanted = gcs.n === 0 ? [] : hashedSet(items, sipKey(blockHash), gcs.n, params.m)
+      let j = 0
+      let matched = false
+      for (let i = 0; i < gcs.n; i++) {
+        const v = gcs.next()
+        if (matched) continue
+        while (j < wanted.length && wanted[j]! < v) j++
+        if (j < wanted.length && wanted[j] === v) matched = true
+      }
       gcs.end()
-      return false
-    }
-    const wanted = hashedSet(items, sipKey(blockHash), gcs.n, params.m)
-    let j = 0
-    let matched = false
-    for (let i = 0; i < gcs.n; i++) {
-      const v = gcs.next()
-      if (matched) continue
-      while (j < wanted.length && wanted[j]! < v) j++
-      if (j < wanted.length && wanted[j] === v) matched = true
-    }
-    gcs.end()
-    return matched
-  })
+      return matched
+    }),
+    () => true,
+  )
 
 /** filterHash is a filter's hash: sha256d of its bytes (BIP157). */
 export const filterHash = (filter: Uint8Array): Uint8Array => sha256d(filter)

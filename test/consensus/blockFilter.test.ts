@@ -161,7 +161,7 @@ describe("Golomb-coded sets: BIP158's published vectors", () => {
       expect(toHex(built)).toBe(filter)
       expect(toHex(filterHeader(filterHash(built), rev(prevHeader)).reverse())).toBe(header)
       // every item matches its own filter
-      for (const item of basic) expect(right(matchAny(built, key, [item]))).toBe(true)
+      for (const item of basic) expect(matchAny(built, key, [item])).toBe(true)
     },
   )
 })
@@ -173,7 +173,7 @@ describe("Golomb-coded sets", () => {
     const f = encodeGcs([], blockHash)
     expect(toHex(f)).toBe("00")
     expect(right(decodeGcsValues(f))).toEqual([])
-    expect(right(matchAny(f, blockHash, items("q", 10)))).toBe(false)
+    expect(matchAny(f, blockHash, items("q", 10))).toBe(false)
   })
 
   it("round trip: N sorted values in [0, N·M), every own item matches", () => {
@@ -184,9 +184,9 @@ describe("Golomb-coded sets", () => {
       expect(values.length).toBe(n)
       for (let i = 1; i < values.length; i++) expect(values[i]!).toBeGreaterThanOrEqual(values[i - 1]!)
       expect(values[values.length - 1]!).toBeLessThan(n * FILTER_M)
-      for (const item of set) expect(right(matchAny(f, blockHash, [item]))).toBe(true)
+      for (const item of set) expect(matchAny(f, blockHash, [item])).toBe(true)
       // a query mixing foreign items with one own item still matches
-      expect(right(matchAny(f, blockHash, [...items("foreign", 20), set[n >> 1]!]))).toBe(true)
+      expect(matchAny(f, blockHash, [...items("foreign", 20), set[n >> 1]!])).toBe(true)
       // about P + 1.5 bits an item
       expect(f.length * 8).toBeLessThan(n * 22 + 32)
     }
@@ -204,7 +204,7 @@ describe("Golomb-coded sets", () => {
     const f = encodeGcs(items("fp", 100), blockHash, small)
     let hits = 0
     const queries = 20_000
-    for (let i = 0; i < queries; i++) if (right(matchAny(f, blockHash, [itemAt("q", i)], small))) hits++
+    for (let i = 0; i < queries; i++) if (matchAny(f, blockHash, [itemAt("q", i)], small)) hits++
     expect(hits).toBeGreaterThan(queries / 64 / 1.5)
     expect(hits).toBeLessThan((queries / 64) * 1.5)
     // BIP158's M: 100 batches of 2,000 foreign items (200,000 queries) expect about 0.25 matches in all
@@ -212,16 +212,16 @@ describe("Golomb-coded sets", () => {
     let batches = 0
     for (let b = 0; b < 100; b++) {
       const batch = Array.from({ length: 2000 }, (_, i) => itemAt(`b${b}`, i))
-      if (right(matchAny(basic, blockHash, batch))) batches++
+      if (matchAny(basic, blockHash, batch)) batches++
     }
     expect(batches).toBeLessThanOrEqual(4)
   })
 
-  it("malformed filters are refused, never believed", () => {
+  it("malformed filters are refused, and never hide a block (matchAny says 'maybe')", () => {
     const f = encodeGcs(items("m", 20), blockHash)
     const refused = (bytes: Uint8Array) => {
       expect(Either.isLeft(decodeGcsValues(bytes))).toBe(true)
-      expect(Either.isLeft(matchAny(bytes, blockHash, items("m", 1)))).toBe(true)
+      expect(matchAny(bytes, blockHash, items("other", 1))).toBe(true)
     }
     refused(new Uint8Array(0)) // no N
     refused(f.subarray(0, f.length - 3)) // truncated
@@ -286,11 +286,11 @@ describe("the basic filter of a fibercoin block", () => {
   it("a wallet's own key or spent outpoint matches; others (almost surely) do not", () => {
     const f = buildFilter(block, hash)
     expect(right(decodeGcsValues(f)).length).toBe(7)
-    expect(right(matchAny(f, hash, [keyItem(key("bob"))]))).toBe(true)
-    expect(right(matchAny(f, hash, [outpointItem(txid("a"), 1)]))).toBe(true)
-    expect(right(matchAny(f, hash, [keyItem(key("dave")), outpointItem(txid("a"), 2)]))).toBe(false)
+    expect(matchAny(f, hash, [keyItem(key("bob"))])).toBe(true)
+    expect(matchAny(f, hash, [outpointItem(txid("a"), 1)])).toBe(true)
+    expect(matchAny(f, hash, [keyItem(key("dave")), outpointItem(txid("a"), 2)])).toBe(false)
     // the coinbase's null prevout is not an item
-    expect(right(matchAny(f, hash, [outpointItem(new Uint8Array(32), 0xffffffff)]))).toBe(false)
+    expect(matchAny(f, hash, [outpointItem(new Uint8Array(32), 0xffffffff)])).toBe(false)
   })
 
   it("the genesis block's filter header chains from 32 zero bytes", () => {
