@@ -42,6 +42,14 @@ import {
 } from "../consensus/muhash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import { blockWork, medianTimePast, nextWorkRequired } from "../consensus/pow.js"
+import {
+  checkChunk,
+  checkSnapshotHeaders,
+  entryElement,
+  type SnapshotEntry,
+  SnapshotError,
+  type SnapshotHeader,
+} from "../consensus/snapshot.js"
 import { outpointKey, type UtxoView } from "../consensus/utxo.js"
 import { ChainStore, type StorageError } from "../layers/ChainStore.js"
 import { SigVerifier, type SigVerifierService } from "../layers/SigVerifier.js"
@@ -49,7 +57,7 @@ import { type Block, type BlockHeader, encodeBlock, HEADER_BYTES } from "../sche
 import type { BlockStatus, ChainTip, IndexEntry } from "../schema/chain.js"
 import { type Coin, decodeUndo, encodeUndo } from "../schema/coin.js"
 import type { DecodeError } from "../schema/DecodeError.js"
-import { bytesEqual, toHex } from "../schema/hex.js"
+import { bytesEqual, fromHex, toHex } from "../schema/hex.js"
 import type { BlockHash, Height, TxId } from "../schema/primitives.js"
 import * as Actor from "./Actor.js"
 import { remember } from "./bounded.js"
@@ -200,6 +208,87 @@ export interface ChainServiceApi {
     readonly initialBlockDownload: boolean
     readonly verificationProgress: number
   }>
+
+  // -- UTXO snapshots (issue 9) --------------------------------------------------------------------
+
+  /**
+   * utxoDump reads the whole UTXO set, the tip, its hash_serialized and the active chain's headers on
+   * the actor's fiber, so they are consistent at one tip (dumptxoutset). Holds every coin in memory.
+   */
+  readonly utxoDump: Effect.Effect<UtxoDump, StorageError>
+  /**
+   * loadSnapshot installs a snapshot chainstate into a node still at genesis: it checks the header
+   * chain (proof of work, expected bits, linkage, times, the base hash), each chunk against its
+   * committed hash (count and order too), writes the coins chunk by chunk, and checks the MuHash over
+   * every loaded coin against the header's hash_serialized and the coin count. Then the base is the
+   * tip, the blocks below it are on the active chain without data (assumed valid: never fetched, and
+   * no reorg goes below the base), and blocks above it connect as usual. Any failure wipes the coins
+   * written and leaves the node at genesis. The caller checks that the snapshot is committed.
+   */
+  readonly loadSnapshot: (
+    source: SnapshotSource,
+  ) => Effect.Effect<SnapshotState, SnapshotError | StorageError>
+  /** snapshot is the snapshot this node started from, if any. */
+  readonly snapshot: Effect.Effect<Option.Option<SnapshotState>, StorageError>
+}
+
+/**
+ * SnapshotSource is a UTXO snapshot as the Chain loads it: its header (already found committed by the
+ * caller: network params or the operator), the header chain genesis..base, and its chunks by index
+ * (from a file, or fetched from peers and checked by the caller).
+ */
+export interface SnapshotSource {
+  readonly header: SnapshotHeader
+  readonly headers: ReadonlyArray<BlockHeader>
+  readonly chunk: (index: number) => Effect.Effect<Uint8Array, SnapshotError>
+}
+
+/** UtxoDump is the UTXO set at one tip with what a snapshot file needs besides: dumptxoutset's input. */
+export interface UtxoDump {
+  readonly hash: BlockHash
+  readonly height: number
+  /** hash_serialized at the tip */
+  readonly txoutsetHash: Uint8Array
+  /** the active chain's headers, genesis first */
+  readonly headers: ReadonlyArray<BlockHeader>
+  /** every unspent output, in no particular order */
+  readonly coins: ReadonlyArray<SnapshotEntry>
+}
+
+/**
+ * SnapshotState is what the node knows of the snapshot it started from (none for a node that
+ * replayed its history): the snapshot id, its base, and whether the history below it has been
+ * validated in the background (`assumed` until then).
+ */
+export interface SnapshotState {
+  readonly snapshotId: Uint8Array
+  readonly baseHash: BlockHash
+  readonly baseHeight: number
+  readonly status: "assumed" | "validated" | "failed"
+}
+
+/** SNAPSHOT_TABLE is the keyed table of the snapshot rows: "base" (SnapshotState), "loading" (a load under way). */
+const SNAPSHOT_TABLE = "snapshot"
+const snapshotStatuses: ReadonlyArray<SnapshotState["status"]> = ["assumed", "validated", "failed"]
+
+const encodeSnapshotState = (s: SnapshotState): Uint8Array => {
+  const out = new Uint8Array(69)
+  out.set(s.snapshotId, 0)
+  out.set(s.baseHash, 32)
+  new DataView(out.buffer).setUint32(64, s.baseHeight, true)
+  out[68] = snapshotStatuses.indexOf(s.status)
+  return out
+}
+
+const decodeSnapshotState = (b: Uint8Array): SnapshotState | undefined => {
+  const status = snapshotStatuses[b[68] ?? 255]
+  if (b.length !== 69 || status === undefined) return undefined
+  return {
+    snapshotId: b.slice(0, 32),
+    baseHash: b.slice(32, 64) as BlockHash,
+    baseHeight: new DataView(b.buffer, b.byteOffset).getUint32(64, true),
+    status,
+  }
 }
 
 /** HeaderTip names a header in the tree with its height and cumulative work. */
@@ -304,6 +393,8 @@ interface State {
    * undefined only while `load` builds the tree (read it with bestHeaderOf)
    */
   bestHeader: Node | undefined
+  /** the height of the snapshot base this node started from (0: none); no reorg goes below it */
+  snapshotBase: number
 }
 
 type Command =
@@ -355,6 +446,12 @@ type Command =
       readonly reply: Deferred.Deferred<ReadonlyArray<{ readonly hash: BlockHash; readonly height: number }>>
     }
   | { readonly _tag: "SyncStatus"; readonly reply: Deferred.Deferred<SyncStatus> }
+  | { readonly _tag: "UtxoDump"; readonly reply: Deferred.Deferred<UtxoDump, StorageError> }
+  | {
+      readonly _tag: "LoadSnapshot"
+      readonly source: SnapshotSource
+      readonly reply: Deferred.Deferred<SnapshotState, SnapshotError | StorageError>
+    }
 
 /** SyncStatus is syncStatus's answer. */
 type SyncStatus = Effect.Effect.Success<ChainServiceApi["syncStatus"]>
@@ -604,6 +701,7 @@ export const make = (config: ChainConfig) =>
         muhash: MUHASH_EMPTY,
         seq: 0,
         bestHeader: undefined,
+        snapshotBase: 0,
       }
       for (const entry of entries) {
         const parent = entry.height === 0 ? undefined : state.tree.get(toHex(entry.header.prev))
@@ -623,6 +721,7 @@ export const make = (config: ChainConfig) =>
       if (Either.isLeft(decoded))
         return yield* new ChainCorrupt({ detail: `tip commitment: ${decoded.left.message}` })
       state.muhash = decoded.right
+      state.snapshotBase = yield* recoverSnapshotRows(committed)
       // chainData flags and candidates, parents before children (entries are sorted by height)
       for (const node of state.tree.values()) {
         node.chainData =
@@ -631,6 +730,53 @@ export const make = (config: ChainConfig) =>
         if (node.chainData && node.chainwork > tipNode.chainwork) state.candidates.add(node)
       }
       return state
+    })
+
+    const snapshotTable = store.table(SNAPSHOT_TABLE)
+
+    /**
+     * recoverSnapshotRows finishes or undoes a snapshot load a crash interrupted ("loading" left
+     * behind): with the tip still at genesis the coins written so far are wiped; with the tip at the
+     * base the load had committed and only its "base" row is written. Returns the base height (0: none).
+     */
+    const recoverSnapshotRows = (committed: ChainTip) =>
+      Effect.gen(function* () {
+        const loading = yield* snapshotTable.get("loading")
+        if (Option.isSome(loading)) {
+          if (committed.height === 0) {
+            yield* Effect.logWarning("snapshot: an interrupted load is wiped; the node starts from genesis")
+            yield* wipeToGenesis
+          } else {
+            yield* snapshotTable.write([
+              [
+                "base",
+                encodeSnapshotState({
+                  snapshotId: loading.value,
+                  baseHash: committed.hash,
+                  baseHeight: committed.height,
+                  status: "assumed",
+                }),
+              ],
+              ["loading", undefined],
+            ])
+          }
+        }
+        const base = yield* readSnapshotState
+        return Option.match(base, { onNone: () => 0, onSome: (b) => b.baseHeight })
+      })
+
+    const readSnapshotState = Effect.map(snapshotTable.get("base"), (row) =>
+      Option.flatMap(row, (b) => Option.fromNullable(decodeSnapshotState(b))),
+    )
+
+    /** wipeToGenesis drops the UTXO set and commits the genesis tip (a failed or interrupted load). */
+    const wipeToGenesis = Effect.gen(function* () {
+      yield* store.resetChainState
+      yield* store.commit({
+        tip: { hash: params.genesisHash, height: 0 as Height, utxoCommitment: encodeMuHash(MUHASH_EMPTY) },
+        delta: { spent: [], created: [] },
+      })
+      yield* snapshotTable.remove("loading")
     })
 
     // -- helpers run on the actor fiber ---------------------------------------------------------------
@@ -830,6 +976,14 @@ export const make = (config: ChainConfig) =>
           let fork: Node | undefined = best
           while (fork !== undefined && state.active[fork.height] !== fork) fork = fork.parent
           if (fork === undefined) break
+          if (fork.height < state.snapshotBase) {
+            // the blocks below a snapshot's base have no data to disconnect with: refuse the branch
+            state.candidates.delete(best)
+            yield* Effect.logWarning(
+              `chain: ignoring branch ${best.hex}, it forks at ${fork.height} below the snapshot base ${state.snapshotBase}`,
+            )
+            continue
+          }
           while (activeTip(state) !== fork) yield* disconnectTip(state)
           const path: Array<Node> = []
           for (let n: Node | undefined = best; n !== fork; n = n!.parent) path.push(n!)
@@ -1068,6 +1222,119 @@ export const make = (config: ChainConfig) =>
         return { height: tip.height }
       })
 
+    // -- UTXO snapshots -------------------------------------------------------------------------------
+
+    const utxoDumpOf = (state: State) =>
+      Effect.gen(function* () {
+        const coins: Array<SnapshotEntry> = []
+        yield* store.forEachCoin((key, coin) => {
+          coins.push({ txid: fromHex(key.slice(0, 64))!, index: Number(key.slice(65)), coin })
+        })
+        const tip = activeTip(state)
+        return {
+          hash: tip.hash,
+          height: tip.height,
+          txoutsetHash: muhashFinalize(state.muhash),
+          headers: state.active.map((n) => n.header),
+          coins,
+        }
+      })
+
+    const loadSnapshotInto = (state: State, source: SnapshotSource) =>
+      Effect.gen(function* () {
+        const { header } = source
+        if (state.active.length !== 1) {
+          return yield* new SnapshotError({
+            reason: "not-at-genesis",
+            detail: `the chain is at height ${activeTip(state).height}; a snapshot loads only into a node at genesis`,
+          })
+        }
+        const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
+        const checked = checkSnapshotHeaders(params, header, source.headers, now)
+        if (Either.isLeft(checked)) return yield* checked.left
+        const hashes = checked.right
+        yield* snapshotTable.put("loading", header.snapshotId)
+        const loaded = yield* Effect.gen(function* () {
+          let muhash = MUHASH_EMPTY
+          let previous: SnapshotEntry | undefined
+          let count = 0
+          for (let i = 0; i < header.chunkHashes.length; i++) {
+            const bytes = yield* source.chunk(i)
+            const entries = checkChunk(header, i, bytes, previous)
+            if (Either.isLeft(entries)) return yield* entries.left
+            muhash = muhashAdd(muhash, entries.right.map(entryElement))
+            yield* store.putCoins(entries.right.map((e) => [outpointKey(e.txid, e.index), e.coin] as const))
+            previous = entries.right[entries.right.length - 1] ?? previous
+            count += entries.right.length
+            if ((i + 1) % 100 === 0)
+              yield* Effect.logInfo(`snapshot: ${count} of ${header.coinCount} coins loaded`)
+          }
+          if (count !== header.coinCount)
+            return yield* new SnapshotError({
+              reason: "bad-chunk",
+              detail: `${count} coins loaded, the header says ${header.coinCount}`,
+            })
+          if (!bytesEqual(muhashFinalize(muhash), header.txoutsetHash))
+            return yield* new SnapshotError({
+              reason: "bad-txoutset-hash",
+              detail: `the loaded coins hash to ${toHex(muhashFinalize(muhash))}, the header says ${toHex(header.txoutsetHash)}`,
+            })
+          return muhash
+        }).pipe(
+          Effect.tapError((e) =>
+            Effect.logWarning(`snapshot: load refused (${e.message}); wiping back to genesis`).pipe(
+              Effect.zipRight(wipeToGenesis.pipe(Effect.orDie)),
+            ),
+          ),
+          Effect.onInterrupt(() => wipeToGenesis.pipe(Effect.orDie)),
+        )
+        // The set checks out: the header chain joins the tree as the active chain (assumed valid).
+        const path: Array<Node> = [state.active[0]!]
+        for (let h = 1; h < source.headers.length; h++) {
+          const { hash, chainwork } = hashes[h]!
+          const node =
+            state.tree.get(toHex(hash)) ??
+            addNode(
+              state,
+              { hash, header: source.headers[h]!, height: h as Height, chainwork, status: "valid" },
+              path[h - 1],
+            )
+          node.status = "valid"
+          node.chainData = true
+          path.push(node)
+        }
+        const base = path[path.length - 1]!
+        yield* store.commit({
+          tip: { hash: base.hash, height: base.height as Height, utxoCommitment: encodeMuHash(loaded) },
+          delta: { spent: [], created: [] },
+          index: path.slice(1).map(entryOf),
+        })
+        const snapshot: SnapshotState = {
+          snapshotId: header.snapshotId,
+          baseHash: base.hash,
+          baseHeight: base.height,
+          status: "assumed",
+        }
+        yield* snapshotTable.write([
+          ["base", encodeSnapshotState(snapshot)],
+          ["loading", undefined],
+        ])
+        state.active.length = 0
+        state.active.push(...path)
+        state.muhash = loaded
+        state.snapshotBase = base.height
+        state.candidates.clear()
+        for (const child of base.children) setChainData(state, child)
+        yield* Effect.logInfo(
+          `snapshot: loaded ${header.coinCount} coins at height ${base.height} (${base.hex}); history below it is assumed valid`,
+        )
+        yield* activateBestChain(state)
+        const tip = activeTip(state)
+        yield* publishTip(state)
+        yield* PubSub.publish(events, ChainEvent.TipChanged({ hash: tip.hash, height: tip.height }))
+        return snapshot
+      })
+
     // -- the actor ------------------------------------------------------------------------------------
 
     const initial = Effect.gen(function* () {
@@ -1144,6 +1411,18 @@ export const make = (config: ChainConfig) =>
             })
             return state
           })
+        case "UtxoDump":
+          return utxoDumpOf(state).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
+        case "LoadSnapshot":
+          return loadSnapshotInto(state, cmd.source).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
       }
     }
 
@@ -1176,6 +1455,10 @@ export const make = (config: ChainConfig) =>
           (reply): Command => ({ _tag: "BlocksToFetch", target, max, window, exclude, reply }),
         ),
       syncStatus: Actor.ask(actor, (reply): Command => ({ _tag: "SyncStatus", reply })),
+      utxoDump: Actor.ask(actor, (reply): Command => ({ _tag: "UtxoDump", reply })),
+      loadSnapshot: (source) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "LoadSnapshot", source, reply })),
+      snapshot: readSnapshotState,
     }
     return service
   })

@@ -7,6 +7,7 @@ import { NULL_INDEX } from "./checkTx.js"
 import { txidOf } from "./hash.js"
 import { merkleRoot } from "./merkle.js"
 import { blockSubsidy, compactToTarget, type PowParams } from "./pow.js"
+import type { AssumeUtxo } from "./snapshot.js"
 
 /** NetworkName is one of the three chains a node can run. */
 export type NetworkName = "regtest" | "testnet" | "mainnet"
@@ -27,6 +28,12 @@ export interface NetworkParams extends PowParams {
   readonly mineBlocksOnDemand: boolean
   readonly genesis: Block
   readonly genesisHash: BlockHash
+  /**
+   * assumeutxo lists the UTXO snapshots a node may load without an operator's word (issue 9; Core's
+   * m_assumeutxo_data): each pins a base block, its height, the set's MuHash and the snapshot id,
+   * reviewed like any consensus constant. Empty until a network has history worth skipping.
+   */
+  readonly assumeutxo: ReadonlyArray<AssumeUtxo>
 }
 
 /**
@@ -86,6 +93,7 @@ export const regtest: NetworkParams = network(
     noRetargeting: true,
     halvingInterval: 150,
     mineBlocksOnDemand: true,
+    assumeutxo: [],
   },
   1_795_564_800,
   1,
@@ -118,6 +126,7 @@ export const testnet: NetworkParams = network(
     udpPort: 28445,
     hrp: "tfc",
     ...publicConsensus,
+    assumeutxo: [],
   },
   1_795_564_801,
   1_541_528,
@@ -133,6 +142,7 @@ export const mainnet: NetworkParams = network(
     udpPort: 8889,
     hrp: "fc",
     ...publicConsensus,
+    assumeutxo: [],
   },
   1_795_564_800,
   4_424,

@@ -1,0 +1,225 @@
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { Effect, Either, type Scope } from "effect"
+import { Chain, type SnapshotSource, type SnapshotState } from "../actors/Chain.js"
+import { sha256 } from "../consensus/hash.js"
+import type { NetworkParams } from "../consensus/params.js"
+import {
+  chunkBytesOf,
+  compareOutpoints,
+  decodeSnapshotHeader,
+  decodeSnapshotHeaders,
+  encodeChunk,
+  makeSnapshotHeader,
+  SNAPSHOT_CHUNK_ENTRIES,
+  SNAPSHOT_FIXED_BYTES,
+  SnapshotError,
+  type SnapshotHeader,
+  snapshotCommitted,
+  snapshotFixedCount,
+  snapshotHeaderBytes,
+  snapshotLayout,
+} from "../consensus/snapshot.js"
+import type { StorageError } from "../layers/ChainStore.js"
+import { encodeHeader, HEADER_BYTES } from "../schema/block.js"
+import { bytesEqual, toHex } from "../schema/hex.js"
+
+/** DumpResult is dumptxoutset's answer: bitcoind's fields plus the snapshot id. */
+export interface DumpResult {
+  readonly coins_written: number
+  readonly base_hash: string
+  readonly base_height: number
+  readonly path: string
+  readonly txoutset_hash: string
+  readonly snapshot_id: string
+}
+
+/** LoadResult is loadtxoutset's answer: bitcoind's fields plus the hash and id that were checked. */
+export interface LoadResult {
+  readonly coins_loaded: number
+  readonly tip_hash: string
+  readonly base_height: number
+  readonly path: string
+  readonly txoutset_hash: string
+  readonly snapshot_id: string
+}
+
+const ioError = (what: string) => (e: unknown) =>
+  new SnapshotError({ reason: "io", detail: `${what}: ${e instanceof Error ? e.message : String(e)}` })
+
+/**
+ * dumpTxOutSet writes the UTXO set at the tip to `file` in the snapshot format (src/consensus/snapshot.ts):
+ * the Chain hands over the set, tip and headers from one tip; coins are sorted by outpoint and cut into
+ * chunks of 10,000 (`options.chunkSize`: fewer, for tests); the file is written to `<file>.tmp`, fsynced and renamed, so a reader never sees a
+ * half-written snapshot. Holds the whole set in memory while it writes. Any fiber may call it.
+ */
+export const dumpTxOutSet = (
+  file: string,
+  params: NetworkParams,
+  options: { readonly chunkSize?: number } = {},
+): Effect.Effect<DumpResult, SnapshotError | StorageError, Chain> =>
+  Effect.gen(function* () {
+    const dump = yield* (yield* Chain).utxoDump
+    const coins = [...dump.coins].sort(compareOutpoints)
+    const chunkSize = Math.max(
+      1,
+      Math.min(SNAPSHOT_CHUNK_ENTRIES, options.chunkSize ?? SNAPSHOT_CHUNK_ENTRIES),
+    )
+    const chunks: Array<Uint8Array> = []
+    for (let i = 0; i < coins.length; i += chunkSize) chunks.push(encodeChunk(coins.slice(i, i + chunkSize)))
+    const { header, bytes } = makeSnapshotHeader({
+      networkMagic: params.magic,
+      baseHash: dump.hash,
+      baseHeight: dump.height,
+      coinCount: coins.length,
+      chunkSize,
+      txoutsetHash: dump.txoutsetHash,
+      chunkHashes: chunks.map(sha256),
+    })
+    const headers = new Uint8Array(dump.headers.length * HEADER_BYTES)
+    dump.headers.forEach((h, i) => {
+      headers.set(encodeHeader(h), i * HEADER_BYTES)
+    })
+    const target = path.resolve(file)
+    yield* Effect.tryPromise({
+      try: () => writeAtomic(target, [bytes, headers, ...chunks]),
+      catch: ioError(`writing ${target}`),
+    })
+    return {
+      coins_written: coins.length,
+      base_hash: toHex(dump.hash),
+      base_height: dump.height,
+      path: target,
+      txoutset_hash: toHex(header.txoutsetHash),
+      snapshot_id: toHex(header.snapshotId),
+    }
+  })
+
+/** writeAtomic writes `parts` to `<file>.tmp`, fsyncs, renames it over `file` and fsyncs the directory. */
+const writeAtomic = async (file: string, parts: ReadonlyArray<Uint8Array>): Promise<void> => {
+  const tmp = `${file}.tmp`
+  const handle = await fs.promises.open(tmp, "w")
+  try {
+    for (const part of parts) await handle.write(part)
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+  await fs.promises.rename(tmp, file)
+  const dir = await fs.promises.open(path.dirname(file), "r")
+  try {
+    await dir.sync()
+  } finally {
+    await dir.close()
+  }
+}
+
+/**
+ * openSnapshotFile opens a snapshot file for reading within a scope: it reads and checks the header
+ * (format, self-consistent snapshot id, this network's magic, the file's exact length) and the header
+ * chain's bytes, and reads chunks on demand at their offsets. The header chain, chunks and MuHash are
+ * checked by the Chain when it loads them. Any fiber may call it.
+ */
+export const openSnapshotFile = (
+  file: string,
+  params: NetworkParams,
+): Effect.Effect<SnapshotSource, SnapshotError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const target = path.resolve(file)
+    const handle = yield* Effect.acquireRelease(
+      Effect.tryPromise({ try: () => fs.promises.open(target, "r"), catch: ioError(`opening ${target}`) }),
+      (h) => Effect.promise(() => h.close()),
+    )
+    const size = (yield* Effect.tryPromise({ try: () => handle.stat(), catch: ioError(`reading ${target}`) }))
+      .size
+    const readAt = (position: number, length: number) =>
+      Effect.tryPromise({
+        try: async () => {
+          const buffer = new Uint8Array(length)
+          const { bytesRead } = await handle.read(buffer, 0, length, position)
+          return bytesRead === length ? buffer : undefined
+        },
+        catch: ioError(`reading ${target}`),
+      }).pipe(
+        Effect.flatMap((b) =>
+          b === undefined
+            ? Effect.fail(new SnapshotError({ reason: "bad-format", detail: `${target} is truncated` }))
+            : Effect.succeed(b),
+        ),
+      )
+    const badFormat = (detail: string) =>
+      new SnapshotError({ reason: "bad-format", detail: `${target}: ${detail}` })
+    const fixed = snapshotFixedCount(yield* readAt(0, SNAPSHOT_FIXED_BYTES))
+    if (Either.isLeft(fixed)) return yield* badFormat(fixed.left.message)
+    const decoded = decodeSnapshotHeader(yield* readAt(0, snapshotHeaderBytes(fixed.right)))
+    if (Either.isLeft(decoded)) return yield* badFormat(decoded.left.message)
+    const header: SnapshotHeader = decoded.right
+    if (!bytesEqual(header.networkMagic, params.magic))
+      return yield* new SnapshotError({
+        reason: "wrong-network",
+        detail: `${target} is a snapshot of another network than ${params.name}`,
+      })
+    const layout = snapshotLayout(header)
+    if (size !== layout.totalBytes)
+      return yield* badFormat(`${size} bytes, the header describes ${layout.totalBytes}`)
+    const headers = decodeSnapshotHeaders(
+      yield* readAt(layout.headersAt, layout.chunksAt - layout.headersAt),
+      header.baseHeight + 1,
+    )
+    if (Either.isLeft(headers)) return yield* badFormat(headers.left.message)
+    return {
+      header,
+      headers: headers.right,
+      chunk: (index: number) =>
+        index < 0 || index >= header.chunkHashes.length
+          ? Effect.fail(new SnapshotError({ reason: "bad-chunk", detail: `no chunk ${index}` }))
+          : readAt(layout.chunkAt(index), chunkBytesOf(header, index)),
+    }
+  })
+
+/**
+ * requireCommitted refuses a snapshot whose header matches neither an entry of `params.assumeutxo`
+ * nor the snapshot id the operator gave: a snapshot is never trusted on its own (or a peer's) word.
+ */
+export const requireCommitted = (
+  header: SnapshotHeader,
+  params: NetworkParams,
+  operatorId: string | undefined,
+): Effect.Effect<void, SnapshotError> =>
+  snapshotCommitted(header, params.assumeutxo, operatorId)
+    ? Effect.void
+    : Effect.fail(
+        new SnapshotError({
+          reason: "not-committed",
+          detail:
+            `snapshot ${toHex(header.snapshotId)} (height ${header.baseHeight}, base ${toHex(header.baseHash)}) is ` +
+            `${operatorId === undefined ? "not in" : "neither the snapshot id given nor in"} ${params.name}'s assumeutxo list`,
+        }),
+      )
+
+/**
+ * loadTxOutSet loads a snapshot file into a node still at genesis (loadtxoutset, `--snapshot FILE`):
+ * the header must be committed (`requireCommitted`), then the Chain checks the header chain, every
+ * chunk and the MuHash and installs the set, or leaves the node at genesis. Any fiber may call it.
+ */
+export const loadTxOutSet = (
+  file: string,
+  params: NetworkParams,
+  operatorId?: string,
+): Effect.Effect<LoadResult & { readonly snapshot: SnapshotState }, SnapshotError | StorageError, Chain> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const source = yield* openSnapshotFile(file, params)
+      yield* requireCommitted(source.header, params, operatorId)
+      const snapshot = yield* (yield* Chain).loadSnapshot(source)
+      return {
+        coins_loaded: source.header.coinCount,
+        tip_hash: toHex(snapshot.baseHash),
+        base_height: snapshot.baseHeight,
+        path: path.resolve(file),
+        txoutset_hash: toHex(source.header.txoutsetHash),
+        snapshot_id: toHex(snapshot.snapshotId),
+        snapshot,
+      }
+    }),
+  )

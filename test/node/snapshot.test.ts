@@ -1,0 +1,252 @@
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Layer, Option, TestClock } from "effect"
+import * as ChainActor from "../../src/actors/Chain.js"
+import { Chain } from "../../src/actors/Chain.js"
+import { MUHASH_EMPTY, muhashFinalize } from "../../src/consensus/muhash.js"
+import { regtest, testnet } from "../../src/consensus/params.js"
+import { snapshotLayout } from "../../src/consensus/snapshot.js"
+import { ChainStore, type ChainStoreService, makeMemoryStore } from "../../src/layers/ChainStore.js"
+import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
+import * as SigVerifier from "../../src/layers/SigVerifier.js"
+import { dumpTxOutSet, loadTxOutSet, openSnapshotFile } from "../../src/node/snapshot.js"
+import { type Block, encodeBlock } from "../../src/schema/block.js"
+import { encodeCoin } from "../../src/schema/coin.js"
+import { toHex } from "../../src/schema/hex.js"
+import { pay, TestChain, testKey } from "../support/chain.js"
+
+const backend = loadDefaultBackend().backend
+const miner = testKey(backend, 1)
+const bob = testKey(backend, 2)
+
+/** source: 120 blocks; blocks 111..120 each split a mature coinbase into 12 outputs (~240 coins in all). */
+const source = new TestChain(regtest, backend, miner)
+source.registerKey(bob)
+source.mine(110)
+for (let i = 0; i < 10; i++) {
+  const coin = source.matureCoins().find((s) => s.coin.coinbase)!
+  const outputs = Array.from({ length: 12 }, (_, n) => pay(n % 2 === 0 ? bob : miner, 1_000_000n + BigInt(n)))
+  source.connect(source.candidate([source.spend([coin], outputs)], { time: source.times.at(-1)! + 60 }))
+}
+const BASE = source.height
+/** beyond: 5 more blocks above the base, the first spending a coin created below it */
+const above = source.clone()
+{
+  const coin = above.matureCoins().find((s) => !s.coin.coinbase)!
+  above.connect(
+    above.candidate([above.spend([coin], [pay(bob, coin.coin.value - 10_000n)])], {
+      time: above.times.at(-1)! + 60,
+    }),
+  )
+  for (let i = 0; i < 4; i++) above.connect(above.candidate([], { time: above.times.at(-1)! + 60 }))
+}
+const beyond: ReadonlyArray<Block> = above.blocks.slice(source.blocks.length)
+
+const verifierLayer = SigVerifier.layerInline().pipe(Layer.provide(layerDefault))
+const chainLayer = (store: ChainStoreService) =>
+  ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(
+    Layer.provide(Layer.merge(Layer.succeed(ChainStore, store), verifierLayer)),
+  )
+const setClock = TestClock.setTime((source.times[0]! + 86_400 * 2) * 1000)
+
+const submitAll = (blocks: ReadonlyArray<Block>) =>
+  Effect.gen(function* () {
+    const chain = yield* Chain
+    for (const b of blocks) yield* chain.submitBlock(encodeBlock(b))
+  })
+
+/** stateOf is a node's tip, hash_serialized and sorted coin set (an independent check of the commitment). */
+const stateOf = (store: ChainStoreService) =>
+  Effect.gen(function* () {
+    const c = yield* (yield* Chain).utxoCommitment
+    const coins: Array<string> = []
+    yield* store.forEachCoin((key, coin) => coins.push(`${key}=${toHex(encodeCoin(coin))}`))
+    return { tip: toHex(c.hash), height: c.height, commitment: toHex(c.commitment), coins: coins.sort() }
+  })
+
+const tmpDir = () => fs.mkdtempSync(path.join(os.tmpdir(), "fibercoin-snapshot-"))
+
+/** dumped is a snapshot file of `source` at its tip (chunks of 16, so the set spans many chunks). */
+const dumped = (dir: string) =>
+  Effect.gen(function* () {
+    const store = makeMemoryStore()
+    return yield* Effect.gen(function* () {
+      yield* submitAll(source.blocks.slice(1))
+      const file = path.join(dir, "utxo.snap")
+      const result = yield* dumpTxOutSet(file, regtest, { chunkSize: 16 })
+      return { file, result, state: yield* stateOf(store) }
+    }).pipe(Effect.provide(chainLayer(store)))
+  })
+
+/** fresh runs `f` on a new memory node at genesis. */
+const fresh = <A, E>(f: (store: ChainStoreService) => Effect.Effect<A, E, Chain>) => {
+  const store = makeMemoryStore()
+  return f(store).pipe(Effect.provide(chainLayer(store)))
+}
+
+const genesisState = {
+  tip: toHex(regtest.genesisHash),
+  height: 0,
+  commitment: toHex(muhashFinalize(MUHASH_EMPTY)),
+  coins: [],
+}
+
+/** flipByte rewrites `file` with one byte changed at `offset`. */
+const flipByte = (file: string, offset: number) => {
+  const bytes = fs.readFileSync(file)
+  bytes[offset] = bytes[offset]! ^ 0x01
+  fs.writeFileSync(file, bytes)
+}
+
+describe("dumptxoutset / loadtxoutset", () => {
+  it.effect("a dump at height N loads into a fresh node: same tip, hash_serialized and coins", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const dir = tmpDir()
+      const { file, result, state } = yield* dumped(dir)
+      expect(result.base_height).toBe(BASE)
+      expect(result.coins_written).toBe(state.coins.length)
+      expect(result.coins_written).toBeGreaterThan(16 * 5)
+      expect(result.txoutset_hash).toBe(state.commitment)
+      expect(fs.existsSync(`${file}.tmp`)).toBe(false)
+
+      const loaded = yield* fresh((store) =>
+        Effect.gen(function* () {
+          const r = yield* loadTxOutSet(file, regtest, result.snapshot_id)
+          const snapshot = yield* (yield* Chain).snapshot
+          return { r, after: yield* stateOf(store), snapshot }
+        }),
+      )
+      expect(loaded.r).toMatchObject({
+        coins_loaded: result.coins_written,
+        tip_hash: result.base_hash,
+        base_height: BASE,
+        txoutset_hash: result.txoutset_hash,
+        snapshot_id: result.snapshot_id,
+      })
+      expect(loaded.after).toEqual(state)
+      expect(Option.map(loaded.snapshot, (s) => [s.baseHeight, s.status])).toEqual(
+        Option.some([BASE, "assumed"]),
+      )
+    }),
+  )
+
+  it.effect("after loading, blocks above the base connect and the sets agree with a node that replayed", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const { file, result } = yield* dumped(tmpDir())
+      const replayed = yield* fresh((store) =>
+        submitAll(above.blocks.slice(1)).pipe(Effect.zipRight(stateOf(store))),
+      )
+      const followed = yield* fresh((store) =>
+        Effect.gen(function* () {
+          yield* loadTxOutSet(file, regtest, result.snapshot_id)
+          yield* submitAll(beyond)
+          return yield* stateOf(store)
+        }),
+      )
+      expect(followed.height).toBe(BASE + beyond.length)
+      expect(followed).toEqual(replayed)
+    }),
+  )
+
+  it.effect("a snapshot nobody committed is refused, whatever it says of itself", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const { file } = yield* dumped(tmpDir())
+      const outcome = yield* fresh((store) =>
+        Effect.gen(function* () {
+          const e = yield* Effect.flip(loadTxOutSet(file, regtest))
+          const wrongId = yield* Effect.flip(loadTxOutSet(file, regtest, "00".repeat(32)))
+          return { e, wrongId, after: yield* stateOf(store) }
+        }),
+      )
+      expect(outcome.e).toMatchObject({ _tag: "SnapshotError", reason: "not-committed" })
+      expect(outcome.e.message).toContain("regtest's assumeutxo list")
+      expect(outcome.wrongId).toMatchObject({ reason: "not-committed" })
+      expect(outcome.after).toEqual(genesisState)
+    }),
+  )
+
+  it.effect("a byte changed in a chunk is refused by its chunk hash and the node stays at genesis", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const { file, result } = yield* dumped(tmpDir())
+      const layout = yield* Effect.scoped(
+        Effect.map(openSnapshotFile(file, regtest), (s) => snapshotLayout(s.header)),
+      )
+      // a byte in the third chunk: two chunks are in the store by then and must be wiped
+      flipByte(file, layout.chunkAt(2) + 40)
+      const outcome = yield* fresh((store) =>
+        Effect.gen(function* () {
+          const e = yield* Effect.flip(loadTxOutSet(file, regtest, result.snapshot_id))
+          return { e, after: yield* stateOf(store), snapshot: yield* (yield* Chain).snapshot }
+        }),
+      )
+      expect(outcome.e).toMatchObject({ reason: "bad-chunk" })
+      expect(outcome.e.message).toContain("chunk 2 does not match its committed hash")
+      expect(outcome.after).toEqual(genesisState)
+      expect(Option.isNone(outcome.snapshot)).toBe(true)
+    }),
+  )
+
+  it.effect("a changed header field breaks the snapshot id; a changed block header breaks the chain", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const dir = tmpDir()
+      const { file, result } = yield* dumped(dir)
+      const original = fs.readFileSync(file)
+      const layout = yield* Effect.scoped(
+        Effect.map(openSnapshotFile(file, regtest), (s) => snapshotLayout(s.header)),
+      )
+      // the base height field (offset 6 + 1 + 4 + 32)
+      flipByte(file, 43)
+      const field = yield* fresh(() => Effect.flip(loadTxOutSet(file, regtest, result.snapshot_id)))
+      expect(field).toMatchObject({ reason: "bad-format" })
+      expect(field.message).toContain("snapshot.id")
+      // a nonce byte of header 50
+      fs.writeFileSync(file, original)
+      flipByte(file, layout.headersAt + 50 * 80 + 76)
+      const outcome = yield* fresh((store) =>
+        Effect.gen(function* () {
+          const e = yield* Effect.flip(loadTxOutSet(file, regtest, result.snapshot_id))
+          return { e, after: yield* stateOf(store) }
+        }),
+      )
+      expect(outcome.e).toMatchObject({ reason: "bad-headers" })
+      expect(outcome.after).toEqual(genesisState)
+    }),
+  )
+
+  it.effect("a truncated file and a file of another network are refused", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const { file, result } = yield* dumped(tmpDir())
+      const bytes = fs.readFileSync(file)
+      const cut = `${file}.cut`
+      fs.writeFileSync(cut, bytes.subarray(0, bytes.length - 1))
+      const truncated = yield* fresh(() => Effect.flip(loadTxOutSet(cut, regtest, result.snapshot_id)))
+      expect(truncated).toMatchObject({ reason: "bad-format" })
+      const other = yield* Effect.flip(Effect.scoped(openSnapshotFile(file, testnet)))
+      expect(other).toMatchObject({ reason: "wrong-network" })
+    }),
+  )
+
+  it.effect("a node that already has blocks refuses a snapshot", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const { file, result } = yield* dumped(tmpDir())
+      const outcome = yield* fresh((store) =>
+        Effect.gen(function* () {
+          yield* submitAll(source.blocks.slice(1, 4))
+          const e = yield* Effect.flip(loadTxOutSet(file, regtest, result.snapshot_id))
+          return { e, after: yield* stateOf(store) }
+        }),
+      )
+      expect(outcome.e).toMatchObject({ reason: "not-at-genesis" })
+      expect(outcome.after.height).toBe(3)
+    }),
+  )
+})
