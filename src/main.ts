@@ -68,6 +68,11 @@ const options = {
   reindex: Options.boolean("reindex").pipe(
     Options.withDescription("rebuild the chain state from the stored blocks"),
   ),
+  snapshot: optionalText("snapshot", "UTXO snapshot FILE (dumptxoutset's) to start from at genesis"),
+  snapshotHash: optionalText(
+    "snapshot-hash",
+    "the snapshot id (64 hex) you vouch for, if not committed in the params",
+  ),
 }
 
 type Flags = {
@@ -131,6 +136,8 @@ const overridesOf = (f: Flags) =>
         ...Option.match(f.logFormat, { onNone: () => ({}), onSome: (format) => ({ format }) }),
       },
       reindex: f.reindex,
+      ...Option.match(f.snapshot, { onNone: () => ({}), onSome: (snapshot) => ({ snapshot }) }),
+      ...Option.match(f.snapshotHash, { onNone: () => ({}), onSome: (snapshotHash) => ({ snapshotHash }) }),
     }
     return overrides
   })

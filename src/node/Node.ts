@@ -32,11 +32,13 @@ import { makeSessionEndpoint, sessionKeysFromSecret } from "../layers/UdpSession
 import { chainMethods, walletMethods } from "../rpc/methods.js"
 import { netMethods, userAgent } from "../rpc/netMethods.js"
 import * as RpcServer from "../rpc/Server.js"
+import { snapshotMethods } from "../rpc/snapshotMethods.js"
 import { ConfigError, type NodeConfig } from "../schema/config.js"
 import { endpointKey } from "../schema/netaddr.js"
 import type { PublicKey } from "../schema/primitives.js"
 import { SERVICE_FULL, SERVICE_LIGHT, SERVICE_MINER } from "../schema/wire.js"
 import { VERSION } from "../version.js"
+import { startFromSnapshot } from "./snapshot.js"
 
 /**
  * services builds every service of a node from its configuration, without the RPC server: storage
@@ -287,6 +289,8 @@ export const layer = (config: NodeConfig, options: NodeOptions = {}) => {
   const miner = Layer.unwrapEffect(
     Effect.gen(function* () {
       if (config.reindex) yield* Effect.flatMap(Chain, (c) => c.reindex)
+      if (config.snapshot !== undefined)
+        yield* startFromSnapshot(config.snapshot, params, config.snapshotHash)
       const key = config.mining.enabled ? yield* miningKey(config) : undefined
       return MinerActor.layer({
         params,
@@ -323,7 +327,7 @@ export const run = (config: NodeConfig) =>
         config.rpc.user !== undefined && config.rpc.password !== undefined
           ? { user: config.rpc.user, password: config.rpc.password }
           : { cookieFile: path.join(config.dataDir, ".cookie") },
-      methods: [...chainMethods(ctx), ...walletMethods(), ...netMethods(VERSION)],
+      methods: [...chainMethods(ctx), ...walletMethods(), ...netMethods(VERSION), ...snapshotMethods(params)],
     })
     const node = Effect.gen(function* () {
       const tip = yield* (yield* Chain).tip

@@ -223,3 +223,25 @@ export const loadTxOutSet = (
       }
     }),
   )
+
+/**
+ * startFromSnapshot is `--snapshot FILE` at start: a node at genesis loads the file (committed in the
+ * params or named by `--snapshot-hash`) and fails to start if it is refused; a node that already has a
+ * chain (a restart with the same flag) keeps it and says so.
+ */
+export const startFromSnapshot = (
+  file: string,
+  params: NetworkParams,
+  operatorId: string | undefined,
+): Effect.Effect<void, SnapshotError | StorageError, Chain> =>
+  Effect.gen(function* () {
+    const tip = yield* (yield* Chain).tip
+    if (tip.height > 0) {
+      yield* Effect.logInfo(`snapshot: ${file} not loaded, the chain is already at height ${tip.height}`)
+      return
+    }
+    const r = yield* loadTxOutSet(file, params, operatorId)
+    yield* Effect.logInfo(
+      `snapshot: started from ${r.snapshot_id} at height ${r.base_height} (${r.coins_loaded} coins)`,
+    )
+  })

@@ -92,6 +92,11 @@ export const PeerAddressString = Schema.transformOrFail(
 
 const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
 const PositiveInt = Schema.Number.pipe(Schema.int(), Schema.positive())
+/** SnapshotIdHex is a UTXO snapshot id: 64 hex characters. */
+const SnapshotIdHex = Schema.String.pipe(
+  Schema.pattern(/^[0-9a-fA-F]{64}$/),
+  Schema.annotations({ message: () => "expected a snapshot id: 64 hex characters" }),
+)
 
 const NonNegativeNumber = Schema.Number.pipe(Schema.nonNegative(), Schema.finite())
 
@@ -116,6 +121,7 @@ export const SpamConfig = Schema.Struct({
   tx: Schema.optional(Bucket),
   unrequestedBlocks: Schema.optional(Bucket),
   datagrams: Schema.optional(Bucket),
+  filters: Schema.optional(Bucket),
   maxGetDataItems: Schema.optional(PositiveInt),
   maxInboundPerIp: Schema.optional(NonNegativeInt),
   maxInboundPer24: Schema.optional(NonNegativeInt),
@@ -175,6 +181,8 @@ export const ConfigFile = Schema.Struct({
   ),
   spam: Schema.optional(SpamConfig),
   wallet: Schema.optional(Schema.Struct({ passphrase: Schema.optional(Schema.NonEmptyString) })),
+  snapshot: Schema.optional(Schema.NonEmptyString),
+  snapshotHash: Schema.optional(SnapshotIdHex),
   log: Schema.optional(
     Schema.Struct({ level: Schema.optional(LogLevel), format: Schema.optional(LogFormat) }),
   ),
@@ -214,6 +222,13 @@ export interface NodeConfig {
   readonly log: { readonly level: typeof LogLevel.Type; readonly format: typeof LogFormat.Type }
   /** --reindex: rebuild the chain state from the stored blocks at start */
   readonly reindex: boolean
+  /**
+   * --snapshot FILE: a UTXO snapshot (dumptxoutset's) to start from when the chain is at genesis; it
+   * loads only if committed in the network params or named by `snapshotHash` (issue 9)
+   */
+  readonly snapshot?: string
+  /** --snapshot-hash ID: the snapshot id (64 hex) the operator vouches for */
+  readonly snapshotHash?: string
 }
 
 /** ConfigError: a bad config file or flag. The message names the offending key and what was expected. */
@@ -296,14 +311,27 @@ export const resolveConfig = (
       format: overrides.log?.format ?? file.log?.format ?? "pretty",
     },
     reindex: overrides.reindex ?? false,
+    ...snapshotKeys(overrides.snapshot ?? file.snapshot, overrides.snapshotHash ?? file.snapshotHash),
   }
 }
+
+const snapshotKeys = (snapshot: string | undefined, snapshotHash: string | undefined) => ({
+  ...(snapshot === undefined ? {} : { snapshot }),
+  ...(snapshotHash === undefined ? {} : { snapshotHash: snapshotHash.toLowerCase() }),
+})
 
 /** checkConfig refuses combinations no single key can express as wrong (user without password, …). */
 export const checkConfig = (c: NodeConfig): Either.Either<NodeConfig, ConfigError> => {
   if ((c.rpc.user === undefined) !== (c.rpc.password === undefined)) {
     return Either.left(
       new ConfigError({ message: "rpc.user and rpc.password: give both or neither (neither: cookie auth)" }),
+    )
+  }
+  if (c.snapshotHash !== undefined && !/^[0-9a-f]{64}$/.test(c.snapshotHash)) {
+    return Either.left(
+      new ConfigError({
+        message: "snapshotHash (--snapshot-hash): expected a snapshot id, 64 hex characters",
+      }),
     )
   }
   if (c.role === "light" && c.mining.enabled) {

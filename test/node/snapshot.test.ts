@@ -11,7 +11,8 @@ import { snapshotLayout } from "../../src/consensus/snapshot.js"
 import { ChainStore, type ChainStoreService, makeMemoryStore } from "../../src/layers/ChainStore.js"
 import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
 import * as SigVerifier from "../../src/layers/SigVerifier.js"
-import { dumpTxOutSet, loadTxOutSet, openSnapshotFile } from "../../src/node/snapshot.js"
+import { dumpTxOutSet, loadTxOutSet, openSnapshotFile, startFromSnapshot } from "../../src/node/snapshot.js"
+import { snapshotMethods } from "../../src/rpc/snapshotMethods.js"
 import { type Block, encodeBlock } from "../../src/schema/block.js"
 import { encodeCoin } from "../../src/schema/coin.js"
 import { toHex } from "../../src/schema/hex.js"
@@ -247,6 +248,62 @@ describe("dumptxoutset / loadtxoutset", () => {
       )
       expect(outcome.e).toMatchObject({ reason: "not-at-genesis" })
       expect(outcome.after.height).toBe(3)
+    }),
+  )
+})
+
+describe("snapshot RPCs and --snapshot", () => {
+  const rpc = (name: string) => snapshotMethods(regtest).find((m) => m.name === name)!
+
+  it.effect(
+    "dumptxoutset refuses an existing path; loadtxoutset answers -8 with the reason, then loads",
+    () =>
+      Effect.gen(function* () {
+        yield* setClock
+        const { file, result } = yield* dumped(tmpDir())
+        const exists = yield* fresh(() => Effect.flip(rpc("dumptxoutset").invoke([file])))
+        expect(exists).toMatchObject({ code: -8 })
+        expect(exists.message).toContain("already exists")
+        const outcome = yield* fresh((store) =>
+          Effect.gen(function* () {
+            const refused = yield* Effect.flip(rpc("loadtxoutset").invoke([file]))
+            const badId = yield* Effect.flip(rpc("loadtxoutset").invoke([file, "xyz"]))
+            const loaded = yield* rpc("loadtxoutset").invoke([file, result.snapshot_id])
+            const status = yield* rpc("getsnapshotstatus").invoke([])
+            return { refused, badId, loaded, status, after: yield* stateOf(store) }
+          }),
+        )
+        expect(outcome.refused).toMatchObject({ code: -8 })
+        expect(outcome.refused.message).toContain("not-committed")
+        expect(outcome.badId).toMatchObject({ code: -32602 })
+        expect(outcome.loaded).toMatchObject({ base_height: BASE, snapshot_id: result.snapshot_id })
+        expect(outcome.status).toEqual({
+          snapshot_id: result.snapshot_id,
+          base_hash: result.base_hash,
+          base_height: BASE,
+          status: "assumed",
+        })
+        expect(outcome.after.commitment).toBe(result.txoutset_hash)
+      }),
+  )
+
+  it.effect("--snapshot loads at start, and a restart with the flag keeps the chain it has", () =>
+    Effect.gen(function* () {
+      yield* setClock
+      const { file, result } = yield* dumped(tmpDir())
+      const heights = yield* fresh(() =>
+        Effect.gen(function* () {
+          const chain = yield* Chain
+          yield* startFromSnapshot(file, regtest, result.snapshot_id)
+          const first = (yield* chain.tip).height
+          yield* submitAll(beyond.slice(0, 2))
+          yield* startFromSnapshot(file, regtest, result.snapshot_id)
+          return [first, (yield* chain.tip).height]
+        }),
+      )
+      expect(heights).toEqual([BASE, BASE + 2])
+      const refused = yield* fresh(() => Effect.flip(startFromSnapshot(file, regtest, undefined)))
+      expect(refused).toMatchObject({ reason: "not-committed" })
     }),
   )
 })
