@@ -24,6 +24,9 @@
  *   limit on the same cores (`openssl speed -evp sha256 -bytes 64`, two compressions per header hash).
  * - mining-rpc-p99: p99 latency of a trivial HTTP call on the main thread while the workers mine;
  *   baseline = the same with the workers idle (see bench/mining.ts).
+ * - snapshot-load: UTXO entries/s a fresh node loads from a 200,000-coin snapshot file into LMDB (every
+ *   chunk hashed, decoded, written, folded into the MuHash); baseline = raw LMDB puts of the same
+ *   entries, 10,000 a transaction, in the same run (see bench/snapshot.ts).
  */
 import { spawnSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"
@@ -42,6 +45,7 @@ import { pay, TestChain, testKey } from "../test/support/chain.js"
 import { buildFixture } from "./fixtures.js"
 import { ibdBench } from "./ibd.js"
 import { miningBench } from "./mining.js"
+import { snapshotBench } from "./snapshot.js"
 
 interface Result {
   readonly name: string
@@ -195,6 +199,9 @@ const main = Effect.gen(function* () {
   const mining = yield* miningBench()
   results.push(result("mining", mining.hashesPerSecond, "hashes/s", mining.baseline))
   results.push(result("mining-rpc-p99", mining.rpcP99Ms, "ms", mining.rpcIdleP99Ms))
+
+  const snapshot = yield* snapshotBench()
+  results.push(result("snapshot-load", snapshot.loadPerSecond, "entries/s", snapshot.rawPutPerSecond))
 
   if (json) {
     for (const r of results) console.log(JSON.stringify(r))
