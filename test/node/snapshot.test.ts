@@ -2,21 +2,28 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, TestClock } from "effect"
+import { Effect, Either, Layer, Option, TestClock } from "effect"
 import * as ChainActor from "../../src/actors/Chain.js"
 import { Chain } from "../../src/actors/Chain.js"
+import { Miner } from "../../src/actors/Miner.js"
+import { Wallet } from "../../src/actors/Wallet.js"
+import { decodeAddress } from "../../src/consensus/address.js"
+import { blockHashOf } from "../../src/consensus/hash.js"
 import { MUHASH_EMPTY, muhashFinalize } from "../../src/consensus/muhash.js"
 import { regtest, testnet } from "../../src/consensus/params.js"
 import { snapshotLayout } from "../../src/consensus/snapshot.js"
 import { ChainStore, type ChainStoreService, makeMemoryStore } from "../../src/layers/ChainStore.js"
 import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
 import * as SigVerifier from "../../src/layers/SigVerifier.js"
+import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import { dumpTxOutSet, loadTxOutSet, openSnapshotFile, startFromSnapshot } from "../../src/node/snapshot.js"
 import { snapshotMethods } from "../../src/rpc/snapshotMethods.js"
 import { type Block, encodeBlock } from "../../src/schema/block.js"
 import { encodeCoin } from "../../src/schema/coin.js"
 import { toHex } from "../../src/schema/hex.js"
+import type { PublicKey } from "../../src/schema/primitives.js"
 import { pay, TestChain, testKey } from "../support/chain.js"
+import { quiet, type SimNode, simConfig, simTime, startNode, waitUntil } from "../support/simnet.js"
 
 const backend = loadDefaultBackend().backend
 const miner = testKey(backend, 1)
@@ -305,5 +312,60 @@ describe("snapshot RPCs and --snapshot", () => {
       const refused = yield* fresh(() => Effect.flip(startFromSnapshot(file, regtest, undefined)))
       expect(refused).toMatchObject({ reason: "not-committed" })
     }),
+  )
+})
+
+describe("a node started from a snapshot on a simulated network", () => {
+  const mineAt = (node: SimNode, n: number) =>
+    node.run(
+      Effect.gen(function* () {
+        const address = yield* (yield* Wallet).newAddress
+        const key = Either.getOrThrow(decodeAddress(regtest.hrp, address)) as PublicKey
+        return yield* (yield* Miner).generate(n, key)
+      }),
+    )
+  const commitmentOf = (node: SimNode) =>
+    node.run(
+      Effect.map(
+        Effect.flatMap(Chain, (c) => c.utxoCommitment),
+        (c) => [c.height, toHex(c.commitment)],
+      ),
+    )
+
+  it.scoped("--snapshot at start, then it syncs only the blocks above the base from a peer", () =>
+    quiet(
+      Effect.gen(function* () {
+        yield* simTime
+        const sim = yield* makeSimNetwork({ seed: 3, defaultLink: { latency: "20 millis" } })
+        const configA = simConfig("10.0.0.1")
+        const a = yield* startNode(sim, { ...configA, limits: { ...configA.limits, maxOutbound: 0 } })
+        yield* mineAt(a, 120)
+        const file = path.join(tmpDir(), "utxo.snap")
+        const dump = yield* a.run(dumpTxOutSet(file, regtest))
+        const above = yield* mineAt(a, 10)
+        const aboveHex = new Set(above.map(toHex))
+
+        const received: Array<string> = []
+        const b = yield* startNode(
+          sim,
+          { ...simConfig("10.0.1.1", ["10.0.0.1"]), snapshot: file, snapshotHash: dump.snapshot_id },
+          {
+            probe: (e) => {
+              if (e.direction === "in" && e.command === "block" && e.payload !== undefined)
+                received.push(toHex(blockHashOf(e.payload.subarray(0, 80))))
+            },
+          },
+        )
+        // the node is at the base before any peer has sent it anything
+        expect((yield* b.run(Effect.flatMap(Chain, (c) => c.tip))).height).toBe(120)
+        yield* waitUntil(
+          Effect.map(b.run(Effect.flatMap(Chain, (c) => c.tip)), (t) => t.height === 130),
+          "30 seconds",
+        )
+        expect(yield* commitmentOf(b)).toEqual(yield* commitmentOf(a))
+        expect(received.length).toBeGreaterThanOrEqual(10)
+        expect(received.filter((h) => !aboveHex.has(h))).toEqual([])
+      }),
+    ),
   )
 })
