@@ -1,5 +1,7 @@
-import { Clock, Duration, Effect, Option, Random, Ref, Stream } from "effect"
+import { Clock, Duration, Effect, Either, Option, Random, Ref, Stream } from "effect"
+import { decodeBlockWithTxids } from "../consensus/checkBlock.js"
 import { blockHashOf } from "../consensus/hash.js"
+import { buildProof } from "../consensus/merkleProof.js"
 import type { Connection, Endpoint } from "../layers/Transport.js"
 import { HEADER_BYTES } from "../schema/block.js"
 import { encodeMessage, encodeRawFrame, FrameEvent, Framer, MAX_FRAME_PAYLOAD } from "../schema/frame.js"
@@ -11,6 +13,7 @@ import {
   type Command,
   GetAddrMessage,
   type GetDataMessage,
+  type GetProofMessage,
   HeadersMessage,
   INV_BLOCK,
   INV_TX,
@@ -54,6 +57,8 @@ const entriesOf = (msg: WireMessage): number => {
     case "addr":
     case "udpaddr":
       return msg.entries.length
+    case "getproof":
+      return msg.txids.length
     default:
       return 1
   }
@@ -315,6 +320,40 @@ export const run = (
           if (missing.length > 0) yield* send(new NotFoundMessage({ items: missing }))
         })
 
+      /**
+       * serveGetProof answers a getproof with a merkle proof of those of its txids the block holds
+       * (issue 9), read from storage like a getdata's block; an unknown block gets no answer.
+       */
+      const serveGetProof = (msg: GetProofMessage) =>
+        Effect.gen(function* () {
+          if (!(yield* drained)) return
+          const bytes = yield* chain
+            .block(msg.blockHash as BlockHash)
+            .pipe(
+              Effect.catchAll((e) =>
+                Effect.logWarning(`getproof: reading block ${toHex(msg.blockHash)}: ${e.message}`).pipe(
+                  Effect.as(Option.none<Uint8Array>()),
+                ),
+              ),
+            )
+          if (Option.isNone(bytes)) return
+          const decoded = decodeBlockWithTxids(bytes.value)
+          if (Either.isLeft(decoded))
+            return yield* Effect.logWarning(
+              `getproof: stored block ${toHex(msg.blockHash)}: ${decoded.left.message}`,
+            )
+          const wanted = new Set(msg.txids.map(toHex))
+          const { block, txids } = decoded.right
+          yield* sendRaw(
+            "proof",
+            buildProof(
+              block.header,
+              txids,
+              txids.map((txid) => wanted.has(toHex(txid))),
+            ),
+          )
+        })
+
       /** handshake processes version and verack until both sides are done; true once ready. */
       const onHandshakeMessage = (msg: WireMessage) =>
         Effect.gen(function* () {
@@ -363,6 +402,10 @@ export const run = (
           }
           case "getdata":
             return serveGetData(msg)
+          case "getproof":
+            return serveGetProof(msg)
+          case "proof":
+            return Effect.void // a full node asks for no proofs (the light role will route them)
           case "getheaders":
             return Effect.flatMap(
               chain.headersAfter(msg.locator as ReadonlyArray<BlockHash>, msg.stop as BlockHash, MAX_HEADERS),

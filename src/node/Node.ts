@@ -31,6 +31,7 @@ import { type NatStatus, UdpEndpoint } from "../layers/UdpEndpoint.js"
 import { makeSessionEndpoint, sessionKeysFromSecret } from "../layers/UdpSession.js"
 import { chainMethods, walletMethods } from "../rpc/methods.js"
 import { netMethods, userAgent } from "../rpc/netMethods.js"
+import { proofMethods } from "../rpc/proofMethods.js"
 import * as RpcServer from "../rpc/Server.js"
 import { snapshotMethods } from "../rpc/snapshotMethods.js"
 import { ConfigError, type NodeConfig } from "../schema/config.js"
@@ -327,7 +328,13 @@ export const run = (config: NodeConfig) =>
         config.rpc.user !== undefined && config.rpc.password !== undefined
           ? { user: config.rpc.user, password: config.rpc.password }
           : { cookieFile: path.join(config.dataDir, ".cookie") },
-      methods: [...chainMethods(ctx), ...walletMethods(), ...netMethods(VERSION), ...snapshotMethods(params)],
+      methods: [
+        ...chainMethods(ctx),
+        ...walletMethods(),
+        ...netMethods(VERSION),
+        ...proofMethods(),
+        ...snapshotMethods(params),
+      ],
     })
     const node = Effect.gen(function* () {
       const tip = yield* (yield* Chain).tip

@@ -34,6 +34,14 @@ export const MAX_HEADERS = 2_000
 export const MAX_LOCATOR_HASHES = 101
 /** MAX_ADDR_ENTRIES caps one addr message (Bitcoin's MAX_ADDR_TO_SEND): limits address-table poisoning per frame. */
 export const MAX_ADDR_ENTRIES = 1_000
+/** MAX_PROOF_TXIDS caps the txids of one getproof (as getdata's items are capped): bounds the proof a peer may ask us to build. */
+export const MAX_PROOF_TXIDS = 1_000
+/**
+ * MAX_PROOF_MESSAGE_BYTES caps a proof message. A proof of MAX_PROOF_TXIDS transactions in the largest
+ * block (≤ 200,000 transactions, 18 levels) walks at most 18 inner nodes per match, so it holds at most
+ * 18,001 hashes (≈ 576 kB) and 36,001 flag bits: 1 MB leaves room.
+ */
+export const MAX_PROOF_MESSAGE_BYTES = 1_000_000
 /** MAX_USER_AGENT_BYTES caps version.userAgent (Bitcoin's MAX_SUBVERSION_LENGTH). */
 export const MAX_USER_AGENT_BYTES = 256
 /** MAX_REJECT_COMMAND_BYTES caps reject.command: a command name is at most 12 bytes. */
@@ -186,6 +194,28 @@ export class RejectMessage extends Schema.TaggedClass<RejectMessage>()("reject",
   hash: Schema.optional(Bytes32),
 }) {}
 
+/**
+ * GetProofMessage asks for a merkle proof that `txids` (at most MAX_PROOF_TXIDS) are in the block
+ * `blockHash` (issue 9): a client that accepts telling the peer which transactions interest it.
+ */
+export class GetProofMessage extends Schema.TaggedClass<GetProofMessage>()("getproof", {
+  blockHash: Bytes32,
+  txids: Schema.Array(Bytes32).pipe(Schema.maxItems(MAX_PROOF_TXIDS)),
+}) {}
+
+/**
+ * ProofMessage answers getproof with a txoutproof (src/consensus/merkleProof.ts: header ‖ partial merkle
+ * tree) of those of the txids the block holds; the payload is the proof itself. A peer that does not
+ * have the block stays silent.
+ */
+export class ProofMessage extends Schema.TaggedClass<ProofMessage>()("proof", {
+  bytes: Schema.Uint8ArrayFromSelf.pipe(
+    Schema.filter((b) => b.length <= MAX_PROOF_MESSAGE_BYTES, {
+      message: () => `at most ${MAX_PROOF_MESSAGE_BYTES} bytes`,
+    }),
+  ),
+}) {}
+
 /** SendHeadersMessage asks the peer to announce new blocks with headers instead of inv (BIP130). */
 export class SendHeadersMessage extends Schema.TaggedClass<SendHeadersMessage>()("sendheaders", {}) {}
 
@@ -207,6 +237,8 @@ export const WireMessage = Schema.Union(
   UdpAddrMessage,
   RejectMessage,
   SendHeadersMessage,
+  GetProofMessage,
+  ProofMessage,
 )
 export type WireMessage = typeof WireMessage.Type
 
@@ -458,6 +490,28 @@ const codecs: { readonly [C in Command]: Codec<MessageOf<C>> } = {
     },
   },
   sendheaders: emptyCodec(() => new SendHeadersMessage(undefined, trusted)),
+  getproof: {
+    cap: 32 + varintSize(MAX_PROOF_TXIDS) + MAX_PROOF_TXIDS * 32,
+    read: (r) => {
+      const blockHash = r.bytesN(32, "getproof.blockHash")
+      const n = r.count("getproof.txids", MAX_PROOF_TXIDS, 32)
+      const txids: Array<Uint8Array> = []
+      for (let i = 0; i < n; i++) txids.push(r.bytesN(32, "getproof.txid"))
+      return new GetProofMessage({ blockHash, txids }, trusted)
+    },
+    size: (m) => 32 + varintSize(m.txids.length) + m.txids.length * 32,
+    write: (w, m) => {
+      w.raw(m.blockHash)
+      w.varint(m.txids.length)
+      for (const txid of m.txids) w.raw(txid)
+    },
+  },
+  proof: {
+    cap: MAX_PROOF_MESSAGE_BYTES,
+    read: (r) => new ProofMessage({ bytes: r.bytesN(r.remaining, "proof.bytes") }, trusted),
+    size: (m) => m.bytes.length,
+    write: (w, m) => w.raw(m.bytes),
+  },
 }
 
 /** COMMANDS lists every known wire command. */

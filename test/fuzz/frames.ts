@@ -1,5 +1,8 @@
+import { Either } from "effect"
 import { assembleBlock, makeCoinbase } from "../../src/consensus/assemble.js"
+import { decodeBlockWithTxids } from "../../src/consensus/checkBlock.js"
 import { txidOf } from "../../src/consensus/hash.js"
+import { buildProof } from "../../src/consensus/merkleProof.js"
 import { regtest } from "../../src/consensus/params.js"
 import { loadDefaultBackend } from "../../src/layers/Signatures.js"
 import { type Block, type BlockHeader, encodeBlock } from "../../src/schema/block.js"
@@ -14,6 +17,7 @@ import {
   GetAddrMessage,
   GetDataMessage,
   GetHeadersMessage,
+  GetProofMessage,
   HeadersMessage,
   INV_BLOCK,
   INV_TX,
@@ -24,10 +28,12 @@ import {
   MAX_HEADERS,
   MAX_INV_ENTRIES,
   MAX_LOCATOR_HASHES,
+  MAX_PROOF_TXIDS,
   maxPayloadBytes,
   NotFoundMessage,
   PingMessage,
   PongMessage,
+  ProofMessage,
   RejectMessage,
   SendHeadersMessage,
   UdpAddrMessage,
@@ -420,6 +426,31 @@ export const validPayload = (rng: Rng, c: Corpus, command: Command): Uint8Array 
     case "sendheaders":
       msg = new SendHeadersMessage(undefined, trusted)
       break
+    case "getproof":
+      msg = new GetProofMessage(
+        {
+          blockHash: hash32(rng, c),
+          txids: Array.from({ length: count(rng, MAX_PROOF_TXIDS, 8) }, () => hash32(rng, c)),
+        },
+        trusted,
+      )
+      break
+    case "proof": {
+      // a real proof of some of a corpus block's transactions, or any bytes (a proof is opaque to the codec)
+      if (rng.chance(0.3)) return rng.bytes(rng.size(2_048))
+      const { block, txids } = decodeBlockWithTxids(rng.pick(c.blocks)).pipe(Either.getOrThrow)
+      msg = new ProofMessage(
+        {
+          bytes: buildProof(
+            block.header,
+            txids,
+            txids.map(() => rng.chance(0.5)),
+          ),
+        },
+        trusted,
+      )
+      break
+    }
   }
   return encodePayload(msg)
 }
@@ -692,6 +723,8 @@ const COMMAND_WEIGHTS: Readonly<Record<Command, number>> = {
   udpaddr: 4,
   reject: 4,
   sendheaders: 3,
+  getproof: 4,
+  proof: 2,
 }
 
 /** handshakeFrames are a well-behaved version and verack: the attacker looks honest until its next frame. */

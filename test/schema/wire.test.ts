@@ -21,6 +21,7 @@ import {
   GetAddrMessage,
   GetDataMessage,
   GetHeadersMessage,
+  GetProofMessage,
   HeadersMessage,
   INV_BLOCK,
   INV_TX,
@@ -34,6 +35,7 @@ import {
   NotFoundMessage,
   PingMessage,
   PongMessage,
+  ProofMessage,
   RejectMessage,
   SERVICE_FULL,
   SERVICE_MINER,
@@ -99,6 +101,10 @@ const arbMessage: fc.Arbitrary<WireMessage> = fc.oneof(
         : new RejectMessage({ command, reason, hash }),
     ),
   fc.constant(undefined).map(() => new SendHeadersMessage()),
+  fc
+    .record({ blockHash: bytes32, txids: fc.array(bytes32, { maxLength: 30 }) })
+    .map((f) => new GetProofMessage(f)),
+  fc.uint8Array({ maxLength: 2_000 }).map((bytes) => new ProofMessage({ bytes })),
 )
 
 /** split cuts bytes at the given points (taken modulo the length). */
