@@ -337,6 +337,10 @@ export const run = (
               ),
             )
           if (Option.isNone(bytes)) return
+          // the proof is small but costs a block's decoding and hashing: charge the block's bytes to the
+          // peer's byte bucket, so a getproof flood slows to the pace of a peer sending us those blocks
+          const pause = yield* guard.throttle(bytes.value.length)
+          if (pause > 0) yield* Effect.sleep(Duration.millis(pause))
           const decoded = decodeBlockWithTxids(bytes.value)
           if (Either.isLeft(decoded))
             return yield* Effect.logWarning(

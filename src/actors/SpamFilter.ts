@@ -59,6 +59,8 @@ export interface PeerGuard {
   readonly throttle: (bytes: number) => Effect.Effect<number>
   /** unrequested charges one block nobody asked for; false: drop it (scored) */
   readonly unrequested: (command: Command) => Effect.Effect<boolean>
+  /** admitFilters charges a compact filter request's blocks to the filters bucket; false: drop it (scored) */
+  readonly admitFilters: (blocks: number) => Effect.Effect<boolean>
   /** misbehave adds the score of `m`; at the threshold the peer's address is banned (`banned: true`) */
   readonly misbehave: (m: Misbehavior) => Effect.Effect<Verdict>
   /** standing is the peer's misbehaviour score so far, and whether it reached the ban threshold */
@@ -631,6 +633,7 @@ export const make = (
         tx: new TokenBucket(policy.tx, at),
       }
       const unrequestedBlocks = new TokenBucket(policy.unrequestedBlocks, at)
+      const filterRequests = new TokenBucket(policy.filters, at)
       let score = 0
       let banned = false
       let released = false
@@ -675,6 +678,10 @@ export const make = (
                   Effect.zipRight(misbehave(Misbehavior.Unrequested({ command }))),
                   Effect.as(false),
                 ),
+          ),
+        admitFilters: (blocks) =>
+          Effect.flatMap(Clock.currentTimeMillis, (now) =>
+            filterRequests.take(blocks, now) ? Effect.succeed(true) : flood("filters"),
           ),
         misbehave,
         standing: Effect.sync(() => ({ score, banned })),

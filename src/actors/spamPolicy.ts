@@ -40,6 +40,11 @@ export interface SpamPolicy {
    * (a datagram's source address can be spoofed)
    */
   readonly datagrams: BucketLimit
+  /**
+   * compact filter requests from one peer (getcfilters, getcfheaders, getcfcheckpt, issue 9), each
+   * costing the blocks it asks for (a checkpoint request: its checkpoints); excess is dropped and scored
+   */
+  readonly filters: BucketLimit
   /** items one getdata may ask of us; a larger one is dropped and scored (we serve one at a time) */
   readonly maxGetDataItems: number
   /** inbound connections from one IP, one /24 (IPv6 /64), one /16 (IPv6 /48) at a time */
@@ -67,6 +72,7 @@ export const defaultSpamPolicy: SpamPolicy = {
   tx: { rate: 100, burst: 1_000 },
   unrequestedBlocks: { rate: 1 / 60, burst: 10 },
   datagrams: { rate: 5, burst: 40 },
+  filters: { rate: 2_000, burst: 20_000 },
   maxGetDataItems: 1_000,
   maxInboundPerIp: 8,
   maxInboundPer24: 16,
@@ -123,7 +129,7 @@ export class TokenBucket {
 export type DatagramKind = "echo" | "register" | "introduce" | "open"
 
 /** FloodBucket names the per-peer buckets whose excess is dropped and scored. */
-export type FloodBucket = "messages" | "inv" | "addr" | "tx" | "unrequestedBlocks" | "getdata"
+export type FloodBucket = "messages" | "inv" | "addr" | "tx" | "unrequestedBlocks" | "getdata" | "filters"
 
 /**
  * Misbehavior is every typed failure a peer can commit, from the frame up to consensus; `scoreOf`

@@ -4,6 +4,7 @@ import { Clock, Context, Deferred, Duration, Effect, Either, Layer, Option, Ref,
 import * as AddrBookActor from "../actors/AddrBook.js"
 import * as ChainActor from "../actors/Chain.js"
 import { Chain } from "../actors/Chain.js"
+import * as FilterIndexActor from "../actors/FilterIndex.js"
 import * as MempoolActor from "../actors/Mempool.js"
 import * as MinerActor from "../actors/Miner.js"
 import { defaultPeerTimings } from "../actors/Peer.js"
@@ -18,7 +19,7 @@ import * as WalletActor from "../actors/Wallet.js"
 import { Wallet } from "../actors/Wallet.js"
 import { decodeAddress } from "../consensus/address.js"
 import { networks } from "../consensus/params.js"
-import { layerMemory } from "../layers/ChainStore.js"
+import { type ChainStore, layerMemory } from "../layers/ChainStore.js"
 import { layerLmdb } from "../layers/ChainStoreLmdb.js"
 import { DatagramError, Datagrams } from "../layers/Datagram.js"
 import { layerUdp } from "../layers/DatagramUdp.js"
@@ -37,7 +38,7 @@ import { snapshotMethods } from "../rpc/snapshotMethods.js"
 import { ConfigError, type NodeConfig } from "../schema/config.js"
 import { endpointKey } from "../schema/netaddr.js"
 import type { PublicKey } from "../schema/primitives.js"
-import { SERVICE_FULL, SERVICE_LIGHT, SERVICE_MINER } from "../schema/wire.js"
+import { SERVICE_FILTERS, SERVICE_FULL, SERVICE_LIGHT, SERVICE_MINER } from "../schema/wire.js"
 import { VERSION } from "../version.js"
 import { startFromSnapshot } from "./snapshot.js"
 
@@ -69,9 +70,20 @@ export const services = (config: NodeConfig, options: NodeOptions = {}) => {
   return WalletActor.layer({ network: params }).pipe(Layer.provideMerge(Layer.merge(mempool, keystore)))
 }
 
-/** servicesOf is the SERVICE_* bits a role announces. */
+/** servicesOf is the SERVICE_* bits a role announces; full and miner nodes run the FilterIndex and serve filters. */
 export const servicesOf = (role: NodeConfig["role"]): number =>
-  role === "light" ? SERVICE_LIGHT : role === "miner" ? SERVICE_FULL | SERVICE_MINER : SERVICE_FULL
+  role === "light"
+    ? SERVICE_LIGHT
+    : role === "miner"
+      ? SERVICE_FULL | SERVICE_MINER | SERVICE_FILTERS
+      : SERVICE_FULL | SERVICE_FILTERS
+
+/**
+ * filterIndexOf is the compact filter index (issue 9) on full and miner nodes, below the PeerManager
+ * so their Peers serve getcfilters/getcfheaders/getcfcheckpt; nothing on a light node.
+ */
+const filterIndexOf = (config: NodeConfig): Layer.Layer<never, never, Chain | ChainStore> =>
+  config.role === "light" ? Layer.empty : FilterIndexActor.layer
 
 /**
  * netConfigOf derives the PeerManager's settings from the node config: the network's magic, the
@@ -142,6 +154,7 @@ const network = (config: NodeConfig, options: NodeOptions) => {
   )
   return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
     Layer.provideMerge(actors),
+    Layer.provideMerge(filterIndexOf(config)),
     Layer.provideMerge(options.transport ?? layerTcp),
   )
 }

@@ -20,6 +20,24 @@ export const SERVICE_FULL = 1
 export const SERVICE_MINER = 2
 /** SERVICE_LIGHT is the `services` bit of a headers-only node that serves no blocks. */
 export const SERVICE_LIGHT = 4
+/** SERVICE_FILTERS is the `services` bit of a node that serves compact block filters (BIP157's NODE_COMPACT_FILTERS). */
+export const SERVICE_FILTERS = 8
+
+/** FILTER_TYPE_BASIC is the only filter type served: BIP158's basic filter over our items (issue 9). */
+export const FILTER_TYPE_BASIC = 0
+/** MAX_GETCFILTERS caps the blocks of one getcfilters (BIP157's MAX_GETCFILTERS_SIZE). */
+export const MAX_GETCFILTERS = 1_000
+/** MAX_GETCFHEADERS caps the blocks of one getcfheaders, and a cfheaders' filter hashes (BIP157's MAX_GETCFHEADERS_SIZE). */
+export const MAX_GETCFHEADERS = 2_000
+/** CFCHECKPT_INTERVAL: cfcheckpt carries the filter header of every 1,000th block (heights 1,000, 2,000, …). */
+export const CFCHECKPT_INTERVAL = 1_000
+/** MAX_CFCHECKPT_HEADERS caps a cfcheckpt (a chain of 50 million blocks): 1.6 MB, under the frame cap. */
+export const MAX_CFCHECKPT_HEADERS = 50_000
+/**
+ * MAX_CFILTER_BYTES caps one filter in a cfilter message. A 2 MB block holds at most ~54k filter items
+ * of about 21.5 bits each (≈ 150 kB); 1 MiB leaves room and bounds what a peer makes us buffer.
+ */
+export const MAX_CFILTER_BYTES = 1 << 20
 
 /** INV_TX is the inventory type of a transaction (Bitcoin's MSG_TX). */
 export const INV_TX = 1
@@ -219,6 +237,64 @@ export class ProofMessage extends Schema.TaggedClass<ProofMessage>()("proof", {
 /** SendHeadersMessage asks the peer to announce new blocks with headers instead of inv (BIP130). */
 export class SendHeadersMessage extends Schema.TaggedClass<SendHeadersMessage>()("sendheaders", {}) {}
 
+/** FilterType is a compact filter type: one byte (only FILTER_TYPE_BASIC is served). */
+export const FilterType = Schema.Number.pipe(Schema.int(), Schema.between(0, 0xff))
+
+/**
+ * GetCFiltersMessage asks for the filters of the active chain's blocks from `startHeight` up to
+ * `stopHash`, at most MAX_GETCFILTERS of them (BIP157): one cfilter answers each block, in order.
+ */
+export class GetCFiltersMessage extends Schema.TaggedClass<GetCFiltersMessage>()("getcfilters", {
+  filterType: FilterType,
+  startHeight: U32,
+  stopHash: Bytes32,
+}) {}
+
+/** CFilterMessage carries one block's filter (BIP157), at most MAX_CFILTER_BYTES. */
+export class CFilterMessage extends Schema.TaggedClass<CFilterMessage>()("cfilter", {
+  filterType: FilterType,
+  blockHash: Bytes32,
+  filter: Schema.Uint8ArrayFromSelf.pipe(
+    Schema.filter((b) => b.length <= MAX_CFILTER_BYTES, {
+      message: () => `at most ${MAX_CFILTER_BYTES} bytes`,
+    }),
+  ),
+}) {}
+
+/**
+ * GetCFHeadersMessage asks for the filter hashes of the active chain's blocks from `startHeight` up to
+ * `stopHash`, at most MAX_GETCFHEADERS of them (BIP157).
+ */
+export class GetCFHeadersMessage extends Schema.TaggedClass<GetCFHeadersMessage>()("getcfheaders", {
+  filterType: FilterType,
+  startHeight: U32,
+  stopHash: Bytes32,
+}) {}
+
+/**
+ * CFHeadersMessage answers getcfheaders (BIP157): the filter header of the block before the range and
+ * the range's filter hashes in order, from which the asker rebuilds every filter header.
+ */
+export class CFHeadersMessage extends Schema.TaggedClass<CFHeadersMessage>()("cfheaders", {
+  filterType: FilterType,
+  stopHash: Bytes32,
+  previousFilterHeader: Bytes32,
+  filterHashes: Schema.Array(Bytes32).pipe(Schema.maxItems(MAX_GETCFHEADERS)),
+}) {}
+
+/** GetCFCheckptMessage asks for the filter headers of every CFCHECKPT_INTERVAL-th block up to `stopHash` (BIP157). */
+export class GetCFCheckptMessage extends Schema.TaggedClass<GetCFCheckptMessage>()("getcfcheckpt", {
+  filterType: FilterType,
+  stopHash: Bytes32,
+}) {}
+
+/** CFCheckptMessage answers getcfcheckpt: filter headers at heights 1,000, 2,000, … up to the stop block. */
+export class CFCheckptMessage extends Schema.TaggedClass<CFCheckptMessage>()("cfcheckpt", {
+  filterType: FilterType,
+  stopHash: Bytes32,
+  filterHeaders: Schema.Array(Bytes32).pipe(Schema.maxItems(MAX_CFCHECKPT_HEADERS)),
+}) {}
+
 /** WireMessage is the union of every P2P message; its `_tag` is the frame's command. */
 export const WireMessage = Schema.Union(
   VersionMessage,
@@ -237,6 +313,12 @@ export const WireMessage = Schema.Union(
   UdpAddrMessage,
   RejectMessage,
   SendHeadersMessage,
+  GetCFiltersMessage,
+  CFilterMessage,
+  GetCFHeadersMessage,
+  CFHeadersMessage,
+  GetCFCheckptMessage,
+  CFCheckptMessage,
   GetProofMessage,
   ProofMessage,
 )
@@ -334,6 +416,36 @@ const nonceCodec = <M extends { readonly nonce: bigint }>(
 
 /** Validation is skipped when a decoder builds a message: the codec has already checked every field. */
 const trusted = true
+
+const readHashes = (r: Reader, what: string, cap: number): Array<Uint8Array> => {
+  const n = r.count(what, cap, 32)
+  const hashes: Array<Uint8Array> = []
+  for (let i = 0; i < n; i++) hashes.push(r.bytesN(32, what))
+  return hashes
+}
+
+const writeHashes = (w: Writer, hashes: ReadonlyArray<Uint8Array>): void => {
+  w.varint(hashes.length)
+  for (const h of hashes) w.raw(h)
+}
+
+/** filterRangeCodec: getcfilters and getcfheaders are filterType u8 ‖ startHeight u32 ‖ stopHash 32. */
+const filterRangeCodec = <
+  M extends { readonly filterType: number; readonly startHeight: number; readonly stopHash: Uint8Array },
+>(
+  what: string,
+  make: (filterType: number, startHeight: number, stopHash: Uint8Array) => M,
+): Codec<M> => ({
+  cap: 1 + 4 + 32,
+  read: (r) =>
+    make(r.u8(`${what}.filterType`), r.u32(`${what}.startHeight`), r.bytesN(32, `${what}.stopHash`)),
+  size: () => 1 + 4 + 32,
+  write: (w, m) => {
+    w.u8(m.filterType)
+    w.u32(m.startHeight)
+    w.raw(m.stopHash)
+  },
+})
 
 const codecs: { readonly [C in Command]: Codec<MessageOf<C>> } = {
   version: {
@@ -490,6 +602,85 @@ const codecs: { readonly [C in Command]: Codec<MessageOf<C>> } = {
     },
   },
   sendheaders: emptyCodec(() => new SendHeadersMessage(undefined, trusted)),
+  getcfilters: filterRangeCodec(
+    "getcfilters",
+    (filterType, startHeight, stopHash) =>
+      new GetCFiltersMessage({ filterType, startHeight, stopHash }, trusted),
+  ),
+  cfilter: {
+    cap: 1 + 32 + varintSize(MAX_CFILTER_BYTES) + MAX_CFILTER_BYTES,
+    read: (r) =>
+      new CFilterMessage(
+        {
+          filterType: r.u8("cfilter.filterType"),
+          blockHash: r.bytesN(32, "cfilter.blockHash"),
+          filter: r.varBytes("cfilter.filter", MAX_CFILTER_BYTES),
+        },
+        trusted,
+      ),
+    size: (m) => 1 + 32 + varintSize(m.filter.length) + m.filter.length,
+    write: (w, m) => {
+      w.u8(m.filterType)
+      w.raw(m.blockHash)
+      w.varBytes(m.filter)
+    },
+  },
+  getcfheaders: filterRangeCodec(
+    "getcfheaders",
+    (filterType, startHeight, stopHash) =>
+      new GetCFHeadersMessage({ filterType, startHeight, stopHash }, trusted),
+  ),
+  cfheaders: {
+    cap: 1 + 32 + 32 + varintSize(MAX_GETCFHEADERS) + MAX_GETCFHEADERS * 32,
+    read: (r) =>
+      new CFHeadersMessage(
+        {
+          filterType: r.u8("cfheaders.filterType"),
+          stopHash: r.bytesN(32, "cfheaders.stopHash"),
+          previousFilterHeader: r.bytesN(32, "cfheaders.previousFilterHeader"),
+          filterHashes: readHashes(r, "cfheaders.filterHashes", MAX_GETCFHEADERS),
+        },
+        trusted,
+      ),
+    size: (m) => 1 + 32 + 32 + varintSize(m.filterHashes.length) + m.filterHashes.length * 32,
+    write: (w, m) => {
+      w.u8(m.filterType)
+      w.raw(m.stopHash)
+      w.raw(m.previousFilterHeader)
+      writeHashes(w, m.filterHashes)
+    },
+  },
+  getcfcheckpt: {
+    cap: 1 + 32,
+    read: (r) =>
+      new GetCFCheckptMessage(
+        { filterType: r.u8("getcfcheckpt.filterType"), stopHash: r.bytesN(32, "getcfcheckpt.stopHash") },
+        trusted,
+      ),
+    size: () => 1 + 32,
+    write: (w, m) => {
+      w.u8(m.filterType)
+      w.raw(m.stopHash)
+    },
+  },
+  cfcheckpt: {
+    cap: 1 + 32 + varintSize(MAX_CFCHECKPT_HEADERS) + MAX_CFCHECKPT_HEADERS * 32,
+    read: (r) =>
+      new CFCheckptMessage(
+        {
+          filterType: r.u8("cfcheckpt.filterType"),
+          stopHash: r.bytesN(32, "cfcheckpt.stopHash"),
+          filterHeaders: readHashes(r, "cfcheckpt.filterHeaders", MAX_CFCHECKPT_HEADERS),
+        },
+        trusted,
+      ),
+    size: (m) => 1 + 32 + varintSize(m.filterHeaders.length) + m.filterHeaders.length * 32,
+    write: (w, m) => {
+      w.u8(m.filterType)
+      w.raw(m.stopHash)
+      writeHashes(w, m.filterHeaders)
+    },
+  },
   getproof: {
     cap: 32 + varintSize(MAX_PROOF_TXIDS) + MAX_PROOF_TXIDS * 32,
     read: (r) => {

@@ -11,10 +11,16 @@ import type { Amount, BlockHash, Height, PublicKey, TxId } from "../../src/schem
 import { encodeTx, type Tx } from "../../src/schema/tx.js"
 import {
   AddrMessage,
+  CFCheckptMessage,
+  CFHeadersMessage,
+  CFilterMessage,
   COMMANDS,
   type Command,
   encodePayload,
   GetAddrMessage,
+  GetCFCheckptMessage,
+  GetCFHeadersMessage,
+  GetCFiltersMessage,
   GetDataMessage,
   GetHeadersMessage,
   GetProofMessage,
@@ -25,6 +31,9 @@ import {
   InvMessage,
   isCommand,
   MAX_ADDR_ENTRIES,
+  MAX_CFCHECKPT_HEADERS,
+  MAX_CFILTER_BYTES,
+  MAX_GETCFHEADERS,
   MAX_HEADERS,
   MAX_INV_ENTRIES,
   MAX_LOCATOR_HASHES,
@@ -415,6 +424,57 @@ export const validPayload = (rng: Rng, c: Corpus, command: Command): Uint8Array 
         trusted,
       )
       break
+    case "getcfilters":
+    case "getcfheaders": {
+      // mostly type 0 and a stop block of the corpus; sometimes a start above it, another type, any hash
+      const fields = {
+        filterType: rng.chance(0.9) ? 0 : rng.int(256),
+        startHeight: rng.chance(0.8) ? rng.int(c.hashes.length) : rng.u32(),
+        stopHash: hash32(rng, c),
+      }
+      msg =
+        command === "getcfilters"
+          ? new GetCFiltersMessage(fields, trusted)
+          : new GetCFHeadersMessage(fields, trusted)
+      break
+    }
+    case "cfilter":
+      msg = new CFilterMessage(
+        {
+          filterType: rng.chance(0.9) ? 0 : rng.int(256),
+          blockHash: hash32(rng, c),
+          filter: rng.bytes(rng.chance(0.95) ? rng.int(64) : rng.size(MAX_CFILTER_BYTES)),
+        },
+        trusted,
+      )
+      break
+    case "cfheaders":
+      msg = new CFHeadersMessage(
+        {
+          filterType: rng.chance(0.9) ? 0 : rng.int(256),
+          stopHash: hash32(rng, c),
+          previousFilterHeader: hash32(rng, c),
+          filterHashes: Array.from({ length: count(rng, MAX_GETCFHEADERS) }, () => hash32(rng, c)),
+        },
+        trusted,
+      )
+      break
+    case "getcfcheckpt":
+      msg = new GetCFCheckptMessage(
+        { filterType: rng.chance(0.9) ? 0 : rng.int(256), stopHash: hash32(rng, c) },
+        trusted,
+      )
+      break
+    case "cfcheckpt":
+      msg = new CFCheckptMessage(
+        {
+          filterType: rng.chance(0.9) ? 0 : rng.int(256),
+          stopHash: hash32(rng, c),
+          filterHeaders: Array.from({ length: count(rng, MAX_CFCHECKPT_HEADERS, 4) }, () => hash32(rng, c)),
+        },
+        trusted,
+      )
+      break
     case "reject":
       msg = new RejectMessage(
         rng.chance(0.5)
@@ -720,6 +780,12 @@ const COMMAND_WEIGHTS: Readonly<Record<Command, number>> = {
   headers: 8,
   getaddr: 3,
   addr: 6,
+  getcfilters: 4,
+  cfilter: 2,
+  getcfheaders: 4,
+  cfheaders: 2,
+  getcfcheckpt: 3,
+  cfcheckpt: 2,
   udpaddr: 4,
   reject: 4,
   sendheaders: 3,

@@ -15,10 +15,16 @@ import { MAX_U64 } from "../../src/schema/primitives.js"
 import {
   AddrMessage,
   BlockMessage,
+  CFCheckptMessage,
+  CFHeadersMessage,
+  CFilterMessage,
   COMMANDS,
   decodePayload,
   encodePayload,
   GetAddrMessage,
+  GetCFCheckptMessage,
+  GetCFHeadersMessage,
+  GetCFiltersMessage,
   GetDataMessage,
   GetHeadersMessage,
   GetProofMessage,
@@ -101,6 +107,34 @@ const arbMessage: fc.Arbitrary<WireMessage> = fc.oneof(
         : new RejectMessage({ command, reason, hash }),
     ),
   fc.constant(undefined).map(() => new SendHeadersMessage()),
+  fc
+    .record({ filterType: fc.integer({ min: 0, max: 255 }), startHeight: u32, stopHash: bytes32 })
+    .chain((f) => fc.constantFrom(new GetCFiltersMessage(f), new GetCFHeadersMessage(f))),
+  fc
+    .record({
+      filterType: fc.integer({ min: 0, max: 255 }),
+      blockHash: bytes32,
+      filter: fc.uint8Array({ maxLength: 300 }),
+    })
+    .map((f) => new CFilterMessage(f)),
+  fc
+    .record({
+      filterType: fc.integer({ min: 0, max: 255 }),
+      stopHash: bytes32,
+      previousFilterHeader: bytes32,
+      filterHashes: fc.array(bytes32, { maxLength: 30 }),
+    })
+    .map((f) => new CFHeadersMessage(f)),
+  fc
+    .record({ filterType: fc.integer({ min: 0, max: 255 }), stopHash: bytes32 })
+    .map((f) => new GetCFCheckptMessage(f)),
+  fc
+    .record({
+      filterType: fc.integer({ min: 0, max: 255 }),
+      stopHash: bytes32,
+      filterHeaders: fc.array(bytes32, { maxLength: 30 }),
+    })
+    .map((f) => new CFCheckptMessage(f)),
   fc
     .record({ blockHash: bytes32, txids: fc.array(bytes32, { maxLength: 30 }) })
     .map((f) => new GetProofMessage(f)),
