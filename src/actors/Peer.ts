@@ -2,6 +2,7 @@ import { Clock, Duration, Effect, Either, Option, Random, Ref, Stream } from "ef
 import { decodeBlockWithTxids } from "../consensus/checkBlock.js"
 import { blockHashOf } from "../consensus/hash.js"
 import { buildProof } from "../consensus/merkleProof.js"
+import type { StorageError } from "../layers/ChainStore.js"
 import type { Connection, Endpoint } from "../layers/Transport.js"
 import { HEADER_BYTES } from "../schema/block.js"
 import { encodeMessage, encodeRawFrame, FrameEvent, Framer, MAX_FRAME_PAYLOAD } from "../schema/frame.js"
@@ -10,8 +11,16 @@ import { bytesToHost, hostToBytes } from "../schema/netaddr.js"
 import type { BlockHash, TxId } from "../schema/primitives.js"
 import {
   AddrMessage,
+  CFCHECKPT_INTERVAL,
+  CFCheckptMessage,
+  CFHeadersMessage,
+  CFilterMessage,
   type Command,
+  FILTER_TYPE_BASIC,
   GetAddrMessage,
+  type GetCFCheckptMessage,
+  type GetCFHeadersMessage,
+  type GetCFiltersMessage,
   type GetDataMessage,
   type GetProofMessage,
   HeadersMessage,
@@ -19,6 +28,8 @@ import {
   INV_TX,
   type InvItem,
   InvMessage,
+  MAX_GETCFHEADERS,
+  MAX_GETCFILTERS,
   MAX_HEADERS,
   NotFoundMessage,
   PingMessage,
@@ -31,6 +42,7 @@ import {
 import { AddrBook } from "./AddrBook.js"
 import { remember } from "./bounded.js"
 import { Chain } from "./Chain.js"
+import { FilterIndex, type FilterRangeError } from "./FilterIndex.js"
 import { Mempool } from "./Mempool.js"
 import { initialPeerStats, NetProbe, type PeerHandle, type PeerId, type PeerInfo } from "./net.js"
 import { Relay } from "./Relay.js"
@@ -153,6 +165,8 @@ export const run = (
       const relay = yield* Relay
       const addrBook = yield* AddrBook
       const probe = yield* NetProbe
+      /** the compact filter index, on full and miner nodes (issue 9); without it filter requests are violations */
+      const filterIndex = yield* Effect.serviceOption(FilterIndex)
       const stats = yield* Ref.make(initialPeerStats)
       const framer = new Framer(options.magic, RAW_COMMANDS)
       const nonce = options.nonce
@@ -442,6 +456,14 @@ export const run = (
                 ? Effect.void
                 : hooks.relayAddr(peer, new UdpAddrMessage({ entries: [...relayed] })),
             )
+          case "getcfilters":
+          case "getcfheaders":
+          case "getcfcheckpt":
+            return serveFilterRequest(msg)
+          case "cfilter":
+          case "cfheaders":
+          case "cfcheckpt":
+            return Effect.void // answers to a light node's requests; a full node asks none
           case "reject":
             return Effect.logDebug(`peer ${id} rejected our ${msg.command}: ${msg.reason}`)
           case "version":
@@ -468,6 +490,77 @@ export const run = (
         yield* Ref.update(stats, (s) => ({ ...s, banScore: score }))
         if (banned) yield* disconnect("banned: flooding")
       })
+
+      /**
+       * serveFilterRequest answers getcfilters, getcfheaders and getcfcheckpt from the FilterIndex
+       * (BIP157), cfilters one at a time at the pace the peer reads. The blocks asked are charged to the
+       * peer's filters bucket (excess: dropped and scored as a flood). A request we cannot serve by
+       * the rules (no index here: we announced no SERVICE_FILTERS; another filter type; an unknown or
+       * inactive stop hash; a start above the stop; more blocks than BIP157 allows) is dropped and
+       * scored as a protocol violation; one reaching blocks the index has not caught up with is
+       * ignored (our lag, not the peer's fault).
+       */
+      const serveFilterRequest = (msg: GetCFiltersMessage | GetCFHeadersMessage | GetCFCheckptMessage) =>
+        Effect.gen(function* () {
+          const refuse = (detail: string) =>
+            misbehave(Misbehavior.ProtocolViolation({ detail: `${msg._tag}: ${detail}` }))
+          if (Option.isNone(filterIndex)) return yield* refuse("compact filters are not served here")
+          if (msg.filterType !== FILTER_TYPE_BASIC) return yield* refuse(`filter type ${msg.filterType}`)
+          const index = filterIndex.value
+          const stopHash = msg.stopHash as BlockHash
+          /** failed: a storage error is logged, our lag ignored, the peer's fault scored */
+          const failed = (e: FilterRangeError | StorageError) =>
+            e._tag === "StorageError"
+              ? Effect.logWarning(`${msg._tag}: ${e.message}`)
+              : e.reason === "not-indexed"
+                ? Effect.logDebug(`${msg._tag}: ${e.message}`)
+                : refuse(e.reason)
+          if (msg._tag === "getcfcheckpt") {
+            const headers = yield* Effect.either(index.checkpoints(stopHash, CFCHECKPT_INTERVAL))
+            if (headers._tag === "Left") return yield* failed(headers.left)
+            if (!(yield* guard.admitFilters(Math.max(1, headers.right.length)))) return yield* afterDrop
+            return yield* send(
+              new CFCheckptMessage({
+                filterType: FILTER_TYPE_BASIC,
+                stopHash,
+                filterHeaders: [...headers.right],
+              }),
+            )
+          }
+          const max = msg._tag === "getcfilters" ? MAX_GETCFILTERS : MAX_GETCFHEADERS
+          const result = yield* Effect.either(index.headersRange(msg.startHeight, stopHash, max))
+          if (result._tag === "Left") return yield* failed(result.left)
+          const range = result.right
+          if (!(yield* guard.admitFilters(range.blocks.length))) return yield* afterDrop
+          if (msg._tag === "getcfheaders") {
+            return yield* send(
+              new CFHeadersMessage({
+                filterType: FILTER_TYPE_BASIC,
+                stopHash,
+                previousFilterHeader: range.previousHeader,
+                filterHashes: range.blocks.map((b) => b.filterHash),
+              }),
+            )
+          }
+          for (const block of range.blocks) {
+            if (!(yield* drained)) return
+            const filter = yield* index
+              .filter(block.hash)
+              .pipe(
+                Effect.catchAll((e) =>
+                  Effect.as(Effect.logWarning(`getcfilters: ${e.message}`), Option.none<Uint8Array>()),
+                ),
+              )
+            if (Option.isNone(filter)) return
+            yield* send(
+              new CFilterMessage({
+                filterType: FILTER_TYPE_BASIC,
+                blockHash: block.hash,
+                filter: filter.value,
+              }),
+            )
+          }
+        })
 
       /** onEvent handles one frame event; `closing` marks the framing error that closed the Framer (the last event of a push). */
       const onEvent = (event: FrameEvent, closing: boolean): Effect.Effect<void> =>
