@@ -4,6 +4,7 @@ import type { Block } from "../schema/block.js"
 import { Reader, varintSize, Writer } from "../schema/codec.js"
 import { DecodeError } from "../schema/DecodeError.js"
 import { toHex } from "../schema/hex.js"
+import { MAX_CFILTER_BYTES } from "../schema/wire.js"
 import { sha256d } from "./hash.js"
 
 /**
@@ -21,11 +22,8 @@ import { sha256d } from "./hash.js"
 export const FILTER_P = 19
 /** FILTER_M is the inverse false-positive rate: items hash into [0, N·M) (BIP158's basic filter). */
 export const FILTER_M = 784_931
-/**
- * MAX_FILTER_BYTES caps one filter. A block (MAX_BLOCK_BYTES 2 MB) holds at most ~54k items, each
- * coded in about 21.5 bits (≈ 150 KB); the cap leaves room and bounds what a peer can make us hold.
- */
-export const MAX_FILTER_BYTES = 1 << 20
+/** MAX_FILTER_BYTES caps one filter: the wire's cap (MAX_CFILTER_BYTES, about 7× the largest block's filter). */
+export const MAX_FILTER_BYTES = MAX_CFILTER_BYTES
 
 /** GcsParams are a Golomb-coded set's parameters: remainders of `p` bits, items hashed into [0, N·m). */
 export interface GcsParams {
