@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -249,3 +249,61 @@ export const startWrappedNode = async (
   }
   throw new Error(`node ${options.dataDir} did not answer RPC (exit ${child.exitCode}): ${handle.output}`)
 }
+
+/**
+ * startLightNode runs `node dist/main.js --role light` (issue 9: headers only, the blocks its filters
+ * match fetched on demand) with its own RPC, P2P and UDP ports, and waits until its RPC answers.
+ */
+export const startLightNode = async (
+  running: Array<ChildProcess>,
+  dataDir: string,
+  rpc: number,
+  p2p: number,
+  extra: ReadonlyArray<string> = [],
+): Promise<NodeHandle> => {
+  const child = spawn(
+    process.execPath,
+    [
+      "dist/main.js",
+      "--datadir",
+      dataDir,
+      "--rpc",
+      `127.0.0.1:${rpc}`,
+      "--listen",
+      `127.0.0.1:${p2p}`,
+      "--udp",
+      "127.0.0.1:0",
+      "--role",
+      "light",
+      ...extra,
+    ],
+    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
+  )
+  running.push(child)
+  const handle: NodeHandle = {
+    dataDir,
+    rpc,
+    p2p,
+    process: child,
+    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
+    output: "",
+  }
+  child.stdout!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  child.stderr!.on("data", (d: Buffer) => {
+    handle.output += d.toString()
+  })
+  for (let i = 0; i < 200 && child.exitCode === null; i++) {
+    if ((await cliAsync(handle, "getblockcount")).status === 0) return handle
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`light node did not answer RPC (exit ${child.exitCode}): ${handle.output}`)
+}
+
+/** dirBytes sums the sizes of the files under `dir`, recursively (what `du --apparent-size` counts). */
+export const dirBytes = (dir: string): number =>
+  readdirSync(dir, { withFileTypes: true }).reduce((sum, entry) => {
+    const path = join(dir, entry.name)
+    return sum + (entry.isDirectory() ? dirBytes(path) : entry.isFile() ? statSync(path).size : 0)
+  }, 0)
