@@ -43,6 +43,7 @@ import { AddrBook } from "./AddrBook.js"
 import { remember } from "./bounded.js"
 import { Chain } from "./Chain.js"
 import { FilterIndex, type FilterRangeError } from "./FilterIndex.js"
+import { LightClient } from "./LightClient.js"
 import { Mempool } from "./Mempool.js"
 import { initialPeerStats, NetProbe, type PeerHandle, type PeerId, type PeerInfo } from "./net.js"
 import { Relay } from "./Relay.js"
@@ -167,6 +168,8 @@ export const run = (
       const probe = yield* NetProbe
       /** the compact filter index, on full and miner nodes (issue 9); without it filter requests are violations */
       const filterIndex = yield* Effect.serviceOption(FilterIndex)
+      /** a light node's LightClient (issue 9): it takes filter answers and the blocks it asked for */
+      const light = yield* Effect.serviceOption(LightClient)
       const stats = yield* Ref.make(initialPeerStats)
       const framer = new Framer(options.magic, RAW_COMMANDS)
       const nonce = options.nonce
@@ -393,6 +396,7 @@ export const run = (
           handle = peer
           yield* sync.peerConnected(peer)
           yield* relay.peerConnected(peer)
+          if (Option.isSome(light)) yield* light.value.peerConnected(peer)
           if (!peer.info.inbound) yield* send(new GetAddrMessage())
         })
 
@@ -462,8 +466,10 @@ export const run = (
             return serveFilterRequest(msg)
           case "cfilter":
           case "cfheaders":
+            // answers to a light node's requests; a full node asks none
+            return Option.isSome(light) ? light.value.receive(peer, msg) : Effect.void
           case "cfcheckpt":
-            return Effect.void // answers to a light node's requests; a full node asks none
+            return Effect.void
           case "reject":
             return Effect.logDebug(`peer ${id} rejected our ${msg.command}: ${msg.reason}`)
           case "version":
@@ -481,7 +487,9 @@ export const run = (
           const hex =
             payload.length >= HEADER_BYTES ? toHex(blockHashOf(payload.subarray(0, HEADER_BYTES))) : ""
           if (!requestedBlocks.delete(hex) && !(yield* guard.unrequested("block"))) return yield* afterDrop
-          yield* sync.receiveBlock(peer, payload)
+          // a light node asked for it (a filter match): the LightClient checks it, the Chain never sees it
+          if (Option.isSome(light)) yield* light.value.receiveBlock(peer, payload)
+          else yield* sync.receiveBlock(peer, payload)
         })
 
       /** afterDrop mirrors the guard's score into the stats and drops a banned peer. */
@@ -645,6 +653,7 @@ export const run = (
       if (handle !== undefined) {
         yield* sync.peerDisconnected(id)
         yield* relay.peerDisconnected(id)
+        if (Option.isSome(light)) yield* light.value.peerDisconnected(id)
       }
       return closedReason ?? "closed"
     }),

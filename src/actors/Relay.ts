@@ -59,6 +59,11 @@ export interface RelayConfig {
   /** transactions remembered as confirmed (removed from the pool by a block), so they are not fetched again */
   readonly maxRecentConfirmed?: number
   /**
+   * false for a light node (issue 9), which cannot validate others' transactions: announcements are
+   * noted (so they are not announced back) but never fetched; its own still go out
+   */
+  readonly requestTransactions?: boolean
+  /**
    * transactions remembered as in the pool (accepted, not removed since), so a copy delivered again is
    * dropped by its txid without asking the pool; beyond it the oldest are forgotten, and a copy of one
    * of those goes to the pool, which refuses it by txid too
@@ -397,7 +402,7 @@ export const make = (
           const hex = toHex(item.hash)
           remember(p.known, hex, config.maxKnownPerPeer)
           p.queue.delete(hex)
-          yield* want(ctx, p, item.hash as TxId)
+          if (config.requestTransactions !== false) yield* want(ctx, p, item.hash as TxId)
         }
       })
 

@@ -56,6 +56,11 @@ export interface SyncConfig {
   readonly maxUnconnectingHeaders?: number
   /** per-peer memory of the block hashes it knows (announced, sent, or announced to it) */
   readonly maxKnownPerPeer?: number
+  /**
+   * false for a light node (issue 9): headers only. It neither downloads blocks for the Chain nor
+   * announces any (its LightClient fetches the few blocks its filters match itself).
+   */
+  readonly downloadBlocks?: boolean
 }
 
 export const defaultSyncConfig: SyncConfig = {
@@ -393,7 +398,8 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
       })
 
     /** settle runs after every command: fill the download slots, then announce a new tip if due. */
-    const settle = (state: State) => Effect.zipRight(schedule(state), announce(state))
+    const settle = (state: State) =>
+      config.downloadBlocks === false ? Effect.void : Effect.zipRight(schedule(state), announce(state))
 
     // -- handlers ---------------------------------------------------------------------------------
 

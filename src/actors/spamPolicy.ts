@@ -156,6 +156,8 @@ export type Misbehavior = Data.TaggedEnum<{
    * from a source that proved its address with a cookie): each cost us a signature verification
    */
   BadSignature: { readonly what: string }
+  /** it served data that provably contradicts the chain (a light client's filter check, issue 9) */
+  Lied: { readonly what: string }
 }>
 export const Misbehavior = Data.taggedEnum<Misbehavior>()
 
@@ -185,6 +187,7 @@ export const scoreOf = (m: Misbehavior): number =>
     Flood: () => FLOOD_SCORE,
     Unrequested: () => FLOOD_SCORE,
     BadSignature: () => 20,
+    Lied: () => 100,
   })
 
 /** describe is a misbehaviour for logs and ban reasons. */
@@ -198,4 +201,5 @@ export const describe = (m: Misbehavior): string =>
     Flood: ({ bucket }) => `flood: ${bucket} limit exceeded`,
     Unrequested: ({ command }) => `unrequested ${command}`,
     BadSignature: ({ what }) => `bad signature on ${what}`,
+    Lied: ({ what }) => `served a wrong ${what}`,
   })

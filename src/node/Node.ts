@@ -5,6 +5,9 @@ import * as AddrBookActor from "../actors/AddrBook.js"
 import * as ChainActor from "../actors/Chain.js"
 import { Chain } from "../actors/Chain.js"
 import * as FilterIndexActor from "../actors/FilterIndex.js"
+import * as LightClientActor from "../actors/LightClient.js"
+import { LightClient } from "../actors/LightClient.js"
+import * as LightMempool from "../actors/LightMempool.js"
 import * as MempoolActor from "../actors/Mempool.js"
 import * as MinerActor from "../actors/Miner.js"
 import { defaultPeerTimings } from "../actors/Peer.js"
@@ -30,6 +33,7 @@ import { layerInline, layerPool } from "../layers/SigVerifier.js"
 import { type Endpoint, layerTcp, type Transport } from "../layers/Transport.js"
 import { type NatStatus, UdpEndpoint } from "../layers/UdpEndpoint.js"
 import { makeSessionEndpoint, sessionKeysFromSecret } from "../layers/UdpSession.js"
+import { lightChainMethods } from "../rpc/lightMethods.js"
 import { chainMethods, walletMethods } from "../rpc/methods.js"
 import { netMethods, userAgent } from "../rpc/netMethods.js"
 import { proofMethods } from "../rpc/proofMethods.js"
@@ -47,27 +51,63 @@ import { startFromSnapshot } from "./snapshot.js"
  * (LMDB in the data directory, or memory), signatures, the verification pool, the Chain, Mempool,
  * Keystore and Wallet actors. The library entry embeds a node with this layer.
  */
-export const services = (config: NodeConfig, options: NodeOptions = {}) => {
-  const params = networks[config.network]
+export const services = (config: NodeConfig, options: NodeOptions = {}) =>
+  config.role === "light" ? lightServices(config, options) : fullServices(config, options)
+
+/** base is storage, signatures and the verification pool: what every role runs on. */
+const base = (config: NodeConfig, options: NodeOptions) => {
   // the LMDB layer keeps its files in <dataDir>/chainstate and locks the whole data directory
   const store = config.storage === "lmdb" ? layerLmdb(config.dataDir) : layerMemory
   const verifier =
     options.verifier === "inline"
       ? layerInline().pipe(Layer.provide(layerDefault))
       : layerPool({ workers: os.availableParallelism() })
-  const base = Layer.mergeAll(store, layerDefault, verifier)
-  const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(Layer.provideMerge(base))
+  return Layer.mergeAll(store, layerDefault, verifier)
+}
+
+/** keystoreOf is the wallet's keystore: in the data directory (LMDB) or memory, with the configured passphrase. */
+const keystoreOf = (config: NodeConfig) => {
+  const passphrase = config.wallet.passphrase ?? process.env.FIBERCOIN_WALLET_PASSPHRASE
+  return Keystore.layer({
+    ...(config.storage === "lmdb" ? { dataDir: config.dataDir } : {}),
+    ...(passphrase === undefined ? {} : { passphrase }),
+    network: networks[config.network],
+  }).pipe(Layer.provide(layerDefault))
+}
+
+/**
+ * lightServices is a light node's (issue 9): the Chain actor for headers only (Sync feeds it no
+ * blocks), the LightClient (filters, matching blocks, the wallet's coins) as the wallet's source,
+ * the light pool (only transactions made here) as the Mempool, and the Wallet over them.
+ */
+const lightServices = (config: NodeConfig, options: NodeOptions) => {
+  const params = networks[config.network]
+  const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(
+    Layer.provideMerge(base(config, options)),
+  )
+  const client = LightClientActor.layer(LightClientActor.defaultLightClientConfig(params)).pipe(
+    Layer.provideMerge(Layer.merge(chain, keystoreOf(config))),
+  )
+  const source = Layer.effect(
+    WalletActor.WalletSource,
+    Effect.map(LightClient, (l): WalletActor.WalletSourceService => l),
+  ).pipe(Layer.provideMerge(client))
+  const pool = LightMempool.layer.pipe(Layer.provideMerge(source))
+  return WalletActor.layerOver({ network: params }).pipe(Layer.provideMerge(pool))
+}
+
+const fullServices = (config: NodeConfig, options: NodeOptions) => {
+  const params = networks[config.network]
+  const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(
+    Layer.provideMerge(base(config, options)),
+  )
   const mempool = MempoolActor.layer({
     ...MempoolActor.defaultMempoolPolicy,
     maxBytes: config.limits.maxMempoolBytes,
   }).pipe(Layer.provideMerge(chain))
-  const passphrase = config.wallet.passphrase ?? process.env.FIBERCOIN_WALLET_PASSPHRASE
-  const keystore = Keystore.layer({
-    ...(config.storage === "lmdb" ? { dataDir: config.dataDir } : {}),
-    ...(passphrase === undefined ? {} : { passphrase }),
-    network: params,
-  }).pipe(Layer.provide(layerDefault))
-  return WalletActor.layer({ network: params }).pipe(Layer.provideMerge(Layer.merge(mempool, keystore)))
+  return WalletActor.layer({ network: params }).pipe(
+    Layer.provideMerge(Layer.merge(mempool, keystoreOf(config))),
+  )
 }
 
 /** servicesOf is the SERVICE_* bits a role announces; full and miner nodes run the FilterIndex and serve filters. */
@@ -148,8 +188,15 @@ export interface NodeOptions {
  */
 const network = (config: NodeConfig, options: NodeOptions) => {
   const actors = Layer.mergeAll(
-    SyncActor.layer(options.sync ?? SyncActor.defaultSyncConfig),
-    RelayActor.layer(options.relay ?? RelayActor.defaultRelayConfig),
+    // a light node syncs headers only and fetches no one else's transactions (issue 9)
+    SyncActor.layer({
+      ...(options.sync ?? SyncActor.defaultSyncConfig),
+      ...(config.role === "light" ? { downloadBlocks: false } : {}),
+    }),
+    RelayActor.layer({
+      ...(options.relay ?? RelayActor.defaultRelayConfig),
+      ...(config.role === "light" ? { requestTransactions: false } : {}),
+    }),
     AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig),
   )
   return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
@@ -342,11 +389,11 @@ export const run = (config: NodeConfig) =>
           ? { user: config.rpc.user, password: config.rpc.password }
           : { cookieFile: path.join(config.dataDir, ".cookie") },
       methods: [
-        ...chainMethods(ctx),
+        ...(config.role === "light"
+          ? lightChainMethods(ctx)
+          : [...chainMethods(ctx), ...proofMethods(), ...snapshotMethods(params)]),
         ...walletMethods(),
         ...netMethods(VERSION),
-        ...proofMethods(),
-        ...snapshotMethods(params),
       ],
     })
     const node = Effect.gen(function* () {

@@ -38,7 +38,7 @@ const notFound = (what: string) => new RpcError({ code: -5, message: what })
 const invalidParameter = (message: string) => new RpcError({ code: -8, message })
 
 /** difficulty is the pow limit's target over the block's target (1 at the limit). */
-const difficulty = (params: NetworkParams, bits: number): number => {
+export const difficulty = (params: NetworkParams, bits: number): number => {
   const target = compactToTarget(bits).target
   return target === 0n ? 0 : Number((params.powLimit * 1_000_000n) / target) / 1_000_000
 }
