@@ -73,6 +73,10 @@ const options = {
     "snapshot-hash",
     "the snapshot id (64 hex) you vouch for, if not committed in the params",
   ),
+  snapshotId: optionalText(
+    "snapshot-id",
+    "load the UTXO snapshot with this id (64 hex) from peers at genesis",
+  ),
 }
 
 type Flags = {
@@ -138,6 +142,7 @@ const overridesOf = (f: Flags) =>
       reindex: f.reindex,
       ...Option.match(f.snapshot, { onNone: () => ({}), onSome: (snapshot) => ({ snapshot }) }),
       ...Option.match(f.snapshotHash, { onNone: () => ({}), onSome: (snapshotHash) => ({ snapshotHash }) }),
+      ...Option.match(f.snapshotId, { onNone: () => ({}), onSome: (snapshotId) => ({ snapshotId }) }),
     }
     return overrides
   })

@@ -230,6 +230,11 @@ export interface ChainServiceApi {
   ) => Effect.Effect<SnapshotState, SnapshotError | StorageError>
   /** snapshot is the snapshot this node started from, if any. */
   readonly snapshot: Effect.Effect<Option.Option<SnapshotState>, StorageError>
+  /**
+   * holdBlocks(true) makes `blocksToFetch` answer nothing (headers still sync) while a snapshot is
+   * fetched from peers, so no block connects on genesis meanwhile; holdBlocks(false) resumes.
+   */
+  readonly holdBlocks: (hold: boolean) => Effect.Effect<void>
 }
 
 /**
@@ -239,7 +244,8 @@ export interface ChainServiceApi {
  */
 export interface SnapshotSource {
   readonly header: SnapshotHeader
-  readonly headers: ReadonlyArray<BlockHeader>
+  /** genesis..base; undefined: the Chain's own header tree must hold the base (headers-first sync) */
+  readonly headers: ReadonlyArray<BlockHeader> | undefined
   readonly chunk: (index: number) => Effect.Effect<Uint8Array, SnapshotError>
 }
 
@@ -395,6 +401,8 @@ interface State {
   bestHeader: Node | undefined
   /** the height of the snapshot base this node started from (0: none); no reorg goes below it */
   snapshotBase: number
+  /** blocksToFetch answers nothing while a snapshot is fetched (holdBlocks) */
+  holdBlocks: boolean
 }
 
 type Command =
@@ -452,6 +460,7 @@ type Command =
       readonly source: SnapshotSource
       readonly reply: Deferred.Deferred<SnapshotState, SnapshotError | StorageError>
     }
+  | { readonly _tag: "HoldBlocks"; readonly hold: boolean; readonly reply: Deferred.Deferred<void> }
 
 /** SyncStatus is syncStatus's answer. */
 type SyncStatus = Effect.Effect.Success<ChainServiceApi["syncStatus"]>
@@ -702,6 +711,7 @@ export const make = (config: ChainConfig) =>
         seq: 0,
         bestHeader: undefined,
         snapshotBase: 0,
+        holdBlocks: false,
       }
       for (const entry of entries) {
         const parent = entry.height === 0 ? undefined : state.tree.get(toHex(entry.header.prev))
@@ -1240,6 +1250,15 @@ export const make = (config: ChainConfig) =>
         }
       })
 
+    /** headerPathTo is the headers from genesis to `hash` in the tree, or undefined when it is unknown. */
+    const headerPathTo = (state: State, hash: BlockHash): ReadonlyArray<BlockHeader> | undefined => {
+      const node = state.tree.get(toHex(hash))
+      if (node === undefined) return undefined
+      const out: Array<BlockHeader> = []
+      for (let n: Node | undefined = node; n !== undefined; n = n.parent) out.push(n.header)
+      return out.reverse()
+    }
+
     const loadSnapshotInto = (state: State, source: SnapshotSource) =>
       Effect.gen(function* () {
         const { header } = source
@@ -1250,7 +1269,13 @@ export const make = (config: ChainConfig) =>
           })
         }
         const now = Math.floor((yield* Clock.currentTimeMillis) / 1000)
-        const checked = checkSnapshotHeaders(params, header, source.headers, now)
+        const headers = source.headers ?? headerPathTo(state, header.baseHash)
+        if (headers === undefined)
+          return yield* new SnapshotError({
+            reason: "bad-headers",
+            detail: `the base ${toHex(header.baseHash)} is not in the header tree yet`,
+          })
+        const checked = checkSnapshotHeaders(params, header, headers, now)
         if (Either.isLeft(checked)) return yield* checked.left
         const hashes = checked.right
         yield* snapshotTable.put("loading", header.snapshotId)
@@ -1290,13 +1315,13 @@ export const make = (config: ChainConfig) =>
         )
         // The set checks out: the header chain joins the tree as the active chain (assumed valid).
         const path: Array<Node> = [state.active[0]!]
-        for (let h = 1; h < source.headers.length; h++) {
+        for (let h = 1; h < headers.length; h++) {
           const { hash, chainwork } = hashes[h]!
           const node =
             state.tree.get(toHex(hash)) ??
             addNode(
               state,
-              { hash, header: source.headers[h]!, height: h as Height, chainwork, status: "valid" },
+              { hash, header: headers[h]!, height: h as Height, chainwork, status: "valid" },
               path[h - 1],
             )
           node.status = "valid"
@@ -1398,7 +1423,10 @@ export const make = (config: ChainConfig) =>
         case "BestHeader":
           return Deferred.succeed(cmd.reply, tipOf(bestHeaderOf(state))).pipe(Effect.as(state))
         case "BlocksToFetch":
-          return Deferred.succeed(cmd.reply, blocksToFetchOf(state, cmd.target, cmd)).pipe(Effect.as(state))
+          return Deferred.succeed(
+            cmd.reply,
+            state.holdBlocks ? [] : blocksToFetchOf(state, cmd.target, cmd),
+          ).pipe(Effect.as(state))
         case "SyncStatus":
           return Effect.gen(function* () {
             yield* updateInitialBlockDownload(state)
@@ -1417,6 +1445,9 @@ export const make = (config: ChainConfig) =>
             Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
             Effect.as(state),
           )
+        case "HoldBlocks":
+          state.holdBlocks = cmd.hold
+          return Deferred.succeed(cmd.reply, undefined).pipe(Effect.as(state))
         case "LoadSnapshot":
           return loadSnapshotInto(state, cmd.source).pipe(
             Effect.exit,
@@ -1459,6 +1490,7 @@ export const make = (config: ChainConfig) =>
       loadSnapshot: (source) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "LoadSnapshot", source, reply })),
       snapshot: readSnapshotState,
+      holdBlocks: (hold) => Actor.ask(actor, (reply): Command => ({ _tag: "HoldBlocks", hold, reply })),
     }
     return service
   })

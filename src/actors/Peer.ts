@@ -47,6 +47,7 @@ import { LightClient } from "./LightClient.js"
 import { Mempool } from "./Mempool.js"
 import { initialPeerStats, NetProbe, type PeerHandle, type PeerId, type PeerInfo } from "./net.js"
 import { Relay } from "./Relay.js"
+import { Snapshots } from "./Snapshots.js"
 import type { PeerGuard } from "./SpamFilter.js"
 import { Sync } from "./Sync.js"
 import { describe, Misbehavior } from "./spamPolicy.js"
@@ -166,6 +167,8 @@ export const run = (
       const relay = yield* Relay
       const addrBook = yield* AddrBook
       const probe = yield* NetProbe
+      /** the UTXO snapshot server and fetcher (issue 9); without it snapshot messages are ignored */
+      const snapshots = yield* Effect.serviceOption(Snapshots)
       /** the compact filter index, on full and miner nodes (issue 9); without it filter requests are violations */
       const filterIndex = yield* Effect.serviceOption(FilterIndex)
       /** a light node's LightClient (issue 9): it takes filter answers and the blocks it asked for */
@@ -396,6 +399,7 @@ export const run = (
           handle = peer
           yield* sync.peerConnected(peer)
           yield* relay.peerConnected(peer)
+          if (Option.isSome(snapshots)) yield* snapshots.value.peerConnected(peer)
           if (Option.isSome(light)) yield* light.value.peerConnected(peer)
           if (!peer.info.inbound) yield* send(new GetAddrMessage())
         })
@@ -424,6 +428,12 @@ export const run = (
           }
           case "getdata":
             return serveGetData(msg)
+          case "getsnapinfo":
+          case "getsnapshot":
+            return Option.isSome(snapshots) ? snapshots.value.serveRequest(peer, msg) : Effect.void
+          case "snapinfo":
+          case "snapchunk":
+            return Option.isSome(snapshots) ? snapshots.value.receive(peer, msg) : Effect.void
           case "getproof":
             return serveGetProof(msg)
           case "proof":
@@ -653,6 +663,7 @@ export const run = (
       if (handle !== undefined) {
         yield* sync.peerDisconnected(id)
         yield* relay.peerDisconnected(id)
+        if (Option.isSome(snapshots)) yield* snapshots.value.peerDisconnected(id)
         if (Option.isSome(light)) yield* light.value.peerDisconnected(id)
       }
       return closedReason ?? "closed"

@@ -15,6 +15,7 @@ import * as PeerManager from "../actors/PeerManager.js"
 import * as RelayActor from "../actors/Relay.js"
 import * as RendezvousActor from "../actors/Rendezvous.js"
 import { Rendezvous, type RendezvousLimits, type RendezvousService } from "../actors/Rendezvous.js"
+import * as SnapshotsActor from "../actors/Snapshots.js"
 import * as SpamFilterActor from "../actors/SpamFilter.js"
 import * as SyncActor from "../actors/Sync.js"
 import { defaultSpamPolicy, type SpamPolicy } from "../actors/spamPolicy.js"
@@ -44,7 +45,7 @@ import { endpointKey } from "../schema/netaddr.js"
 import type { PublicKey } from "../schema/primitives.js"
 import { SERVICE_FILTERS, SERVICE_FULL, SERVICE_LIGHT, SERVICE_MINER } from "../schema/wire.js"
 import { VERSION } from "../version.js"
-import { startFromSnapshot } from "./snapshot.js"
+import { snapshotsAtStart, startFromSnapshot } from "./snapshot.js"
 
 /**
  * services builds every service of a node from its configuration, without the RPC server: storage
@@ -198,6 +199,7 @@ const network = (config: NodeConfig, options: NodeOptions) => {
       ...(config.role === "light" ? { requestTransactions: false } : {}),
     }),
     AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig),
+    SnapshotsActor.layer(SnapshotsActor.defaultSnapshotsConfig(networks[config.network])),
   )
   return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
     Layer.provideMerge(actors),
@@ -363,9 +365,12 @@ export const layer = (config: NodeConfig, options: NodeOptions = {}) => {
     }),
   )
   // the network is built over the UDP side, so the PeerManager takes UDP sessions as connections
-  return Layer.merge(miner, network(config, options).pipe(Layer.provideMerge(udp(config, options)))).pipe(
-    Layer.provideMerge(services(config, options)),
-  )
+  return Layer.merge(
+    miner,
+    snapshotsAtStart(config, params).pipe(
+      Layer.provideMerge(network(config, options).pipe(Layer.provideMerge(udp(config, options)))),
+    ),
+  ).pipe(Layer.provideMerge(services(config, options)))
 }
 
 /**

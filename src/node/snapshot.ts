@@ -1,28 +1,22 @@
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { Effect, Either, type Scope } from "effect"
-import { Chain, type SnapshotSource, type SnapshotState } from "../actors/Chain.js"
+import { Effect, Layer, Option } from "effect"
+import { Chain, type SnapshotState } from "../actors/Chain.js"
+import { loadFromPeers, openSnapshotFile, Snapshots } from "../actors/Snapshots.js"
 import { sha256 } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import {
-  chunkBytesOf,
   compareOutpoints,
-  decodeSnapshotHeader,
-  decodeSnapshotHeaders,
   encodeChunk,
   makeSnapshotHeader,
   SNAPSHOT_CHUNK_ENTRIES,
-  SNAPSHOT_FIXED_BYTES,
   SnapshotError,
   type SnapshotHeader,
   snapshotCommitted,
-  snapshotFixedCount,
-  snapshotHeaderBytes,
-  snapshotLayout,
 } from "../consensus/snapshot.js"
 import type { StorageError } from "../layers/ChainStore.js"
 import { encodeHeader, HEADER_BYTES } from "../schema/block.js"
-import { bytesEqual, toHex } from "../schema/hex.js"
+import { toHex } from "../schema/hex.js"
 
 /** DumpResult is dumptxoutset's answer: bitcoind's fields plus the snapshot id. */
 export interface DumpResult {
@@ -85,6 +79,7 @@ export const dumpTxOutSet = (
       try: () => writeAtomic(target, [bytes, headers, ...chunks]),
       catch: ioError(`writing ${target}`),
     })
+    yield* serveIfRunning(target)
     return {
       coins_written: coins.length,
       base_hash: toHex(dump.hash),
@@ -114,68 +109,19 @@ const writeAtomic = async (file: string, parts: ReadonlyArray<Uint8Array>): Prom
   }
 }
 
-/**
- * openSnapshotFile opens a snapshot file for reading within a scope: it reads and checks the header
- * (format, self-consistent snapshot id, this network's magic, the file's exact length) and the header
- * chain's bytes, and reads chunks on demand at their offsets. The header chain, chunks and MuHash are
- * checked by the Chain when it loads them. Any fiber may call it.
- */
-export const openSnapshotFile = (
-  file: string,
-  params: NetworkParams,
-): Effect.Effect<SnapshotSource, SnapshotError, Scope.Scope> =>
-  Effect.gen(function* () {
-    const target = path.resolve(file)
-    const handle = yield* Effect.acquireRelease(
-      Effect.tryPromise({ try: () => fs.promises.open(target, "r"), catch: ioError(`opening ${target}`) }),
-      (h) => Effect.promise(() => h.close()),
-    )
-    const size = (yield* Effect.tryPromise({ try: () => handle.stat(), catch: ioError(`reading ${target}`) }))
-      .size
-    const readAt = (position: number, length: number) =>
-      Effect.tryPromise({
-        try: async () => {
-          const buffer = new Uint8Array(length)
-          const { bytesRead } = await handle.read(buffer, 0, length, position)
-          return bytesRead === length ? buffer : undefined
-        },
-        catch: ioError(`reading ${target}`),
-      }).pipe(
-        Effect.flatMap((b) =>
-          b === undefined
-            ? Effect.fail(new SnapshotError({ reason: "bad-format", detail: `${target} is truncated` }))
-            : Effect.succeed(b),
+/** openSnapshotFile: see src/actors/Snapshots.ts (the serving side reads files the same way). */
+export { openSnapshotFile }
+
+/** serveIfRunning hands a snapshot file to the Snapshots service (when the node runs one) for peers. */
+const serveIfRunning = (file: string) =>
+  Effect.flatMap(Effect.serviceOption(Snapshots), (s) =>
+    Option.isNone(s)
+      ? Effect.void
+      : s.value.serve(file).pipe(
+          Effect.catchAll((e) => Effect.logWarning(`snapshot: not serving ${file}: ${e.message}`)),
+          Effect.asVoid,
         ),
-      )
-    const badFormat = (detail: string) =>
-      new SnapshotError({ reason: "bad-format", detail: `${target}: ${detail}` })
-    const fixed = snapshotFixedCount(yield* readAt(0, SNAPSHOT_FIXED_BYTES))
-    if (Either.isLeft(fixed)) return yield* badFormat(fixed.left.message)
-    const decoded = decodeSnapshotHeader(yield* readAt(0, snapshotHeaderBytes(fixed.right)))
-    if (Either.isLeft(decoded)) return yield* badFormat(decoded.left.message)
-    const header: SnapshotHeader = decoded.right
-    if (!bytesEqual(header.networkMagic, params.magic))
-      return yield* new SnapshotError({
-        reason: "wrong-network",
-        detail: `${target} is a snapshot of another network than ${params.name}`,
-      })
-    const layout = snapshotLayout(header)
-    if (size !== layout.totalBytes)
-      return yield* badFormat(`${size} bytes, the header describes ${layout.totalBytes}`)
-    const headers = decodeSnapshotHeaders(
-      yield* readAt(layout.headersAt, layout.chunksAt - layout.headersAt),
-      header.baseHeight + 1,
-    )
-    if (Either.isLeft(headers)) return yield* badFormat(headers.left.message)
-    return {
-      header,
-      headers: headers.right,
-      chunk: (index: number) =>
-        index < 0 || index >= header.chunkHashes.length
-          ? Effect.fail(new SnapshotError({ reason: "bad-chunk", detail: `no chunk ${index}` }))
-          : readAt(layout.chunkAt(index), chunkBytesOf(header, index)),
-    }
-  })
+  )
 
 /**
  * requireCommitted refuses a snapshot whose header matches neither an entry of `params.assumeutxo`
@@ -212,6 +158,7 @@ export const loadTxOutSet = (
       const source = yield* openSnapshotFile(file, params)
       yield* requireCommitted(source.header, params, operatorId)
       const snapshot = yield* (yield* Chain).loadSnapshot(source)
+      yield* serveIfRunning(file)
       return {
         coins_loaded: source.header.coinCount,
         tip_hash: toHex(snapshot.baseHash),
@@ -238,10 +185,43 @@ export const startFromSnapshot = (
     const tip = yield* (yield* Chain).tip
     if (tip.height > 0) {
       yield* Effect.logInfo(`snapshot: ${file} not loaded, the chain is already at height ${tip.height}`)
-      return
+      return yield* serveIfRunning(file)
     }
     const r = yield* loadTxOutSet(file, params, operatorId)
     yield* Effect.logInfo(
       `snapshot: started from ${r.snapshot_id} at height ${r.base_height} (${r.coins_loaded} coins)`,
     )
   })
+
+/**
+ * snapshotsAtStart runs with the P2P side: it serves `--snapshot FILE` to peers (loaded or not, as
+ * long as it is a snapshot of this network), and for `--snapshot-id ID` (node.json `snapshotId`) a
+ * background fiber loads that snapshot from peers (`loadFromPeers`) into a node at genesis, logging an
+ * error if it cannot (the node goes on syncing from genesis). A node past genesis skips the fetch.
+ */
+export const snapshotsAtStart = (
+  config: { readonly snapshot?: string; readonly snapshotId?: string },
+  params: NetworkParams,
+): Layer.Layer<never, never, Chain | Snapshots> =>
+  Layer.scopedDiscard(
+    Effect.gen(function* () {
+      if (config.snapshot !== undefined) yield* serveIfRunning(config.snapshot)
+      const id = config.snapshotId
+      if (id === undefined) return
+      yield* Effect.forkScoped(
+        Effect.interruptible(
+          Effect.gen(function* () {
+            if ((yield* (yield* Chain).tip).height > 0) return
+            const s = yield* loadFromPeers(id, params)
+            yield* Effect.logInfo(
+              `snapshot: started from ${toHex(s.snapshotId)} at height ${s.baseHeight} (from peers)`,
+            )
+          }).pipe(
+            Effect.catchAll((e) =>
+              Effect.logError(`snapshot: loading ${id} from peers failed: ${e.message}`),
+            ),
+          ),
+        ),
+      )
+    }),
+  )

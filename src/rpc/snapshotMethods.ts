@@ -1,6 +1,7 @@
 import * as fs from "node:fs"
 import { Effect, Schema } from "effect"
 import { Chain } from "../actors/Chain.js"
+import { loadFromPeers } from "../actors/Snapshots.js"
 import type { NetworkParams } from "../consensus/params.js"
 import type { SnapshotError } from "../consensus/snapshot.js"
 import type { StorageError } from "../layers/ChainStore.js"
@@ -38,13 +39,26 @@ export const snapshotMethods = (params: NetworkParams) => [
   ),
   method(
     "loadtxoutset",
-    Schema.Tuple(filePath, Schema.optionalElement(snapshotId)),
+    Schema.Tuple(Schema.NullOr(filePath), Schema.optionalElement(snapshotId)),
     ([file, id]) =>
-      loadTxOutSet(file, params, id?.toLowerCase()).pipe(
-        Effect.map(({ snapshot: _, ...result }) => result),
-        Effect.mapError(snapshotError),
-      ),
-    "load a UTXO snapshot into a node at genesis (committed in the params, or with its snapshot_id): {coins_loaded, tip_hash, base_height, path, txoutset_hash, snapshot_id}",
+      file === null
+        ? id === undefined
+          ? Effect.fail(invalidParameter("give a path, or null and the snapshot_id to fetch from peers"))
+          : loadFromPeers(id.toLowerCase(), params).pipe(
+              Effect.map((s) => ({
+                coins_loaded: null,
+                tip_hash: toHex(s.baseHash),
+                base_height: s.baseHeight,
+                path: null,
+                snapshot_id: toHex(s.snapshotId),
+              })),
+              Effect.mapError(snapshotError),
+            )
+        : loadTxOutSet(file, params, id?.toLowerCase()).pipe(
+            Effect.map(({ snapshot: _, ...result }) => result),
+            Effect.mapError(snapshotError),
+          ),
+    "load a UTXO snapshot into a node at genesis, from a file (committed in the params, or with its snapshot_id) or, with path null, from peers by snapshot_id: {coins_loaded, tip_hash, base_height, path, txoutset_hash, snapshot_id}",
     ["path", "snapshot_id"],
   ),
   method(

@@ -183,6 +183,7 @@ export const ConfigFile = Schema.Struct({
   wallet: Schema.optional(Schema.Struct({ passphrase: Schema.optional(Schema.NonEmptyString) })),
   snapshot: Schema.optional(Schema.NonEmptyString),
   snapshotHash: Schema.optional(SnapshotIdHex),
+  snapshotId: Schema.optional(SnapshotIdHex),
   log: Schema.optional(
     Schema.Struct({ level: Schema.optional(LogLevel), format: Schema.optional(LogFormat) }),
   ),
@@ -229,6 +230,8 @@ export interface NodeConfig {
   readonly snapshot?: string
   /** --snapshot-hash ID: the snapshot id (64 hex) the operator vouches for */
   readonly snapshotHash?: string
+  /** --snapshot-id ID: load this snapshot (the operator's word) from peers when the chain is at genesis */
+  readonly snapshotId?: string
 }
 
 /** ConfigError: a bad config file or flag. The message names the offending key and what was expected. */
@@ -312,8 +315,12 @@ export const resolveConfig = (
     },
     reindex: overrides.reindex ?? false,
     ...snapshotKeys(overrides.snapshot ?? file.snapshot, overrides.snapshotHash ?? file.snapshotHash),
+    ...snapshotIdKey(overrides.snapshotId ?? file.snapshotId),
   }
 }
+
+const snapshotIdKey = (snapshotId: string | undefined) =>
+  snapshotId === undefined ? {} : { snapshotId: snapshotId.toLowerCase() }
 
 const snapshotKeys = (snapshot: string | undefined, snapshotHash: string | undefined) => ({
   ...(snapshot === undefined ? {} : { snapshot }),
@@ -325,6 +332,11 @@ export const checkConfig = (c: NodeConfig): Either.Either<NodeConfig, ConfigErro
   if ((c.rpc.user === undefined) !== (c.rpc.password === undefined)) {
     return Either.left(
       new ConfigError({ message: "rpc.user and rpc.password: give both or neither (neither: cookie auth)" }),
+    )
+  }
+  if (c.snapshotId !== undefined && !/^[0-9a-f]{64}$/.test(c.snapshotId)) {
+    return Either.left(
+      new ConfigError({ message: "snapshotId (--snapshot-id): expected a snapshot id, 64 hex characters" }),
     )
   }
   if (c.snapshotHash !== undefined && !/^[0-9a-f]{64}$/.test(c.snapshotHash)) {

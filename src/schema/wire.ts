@@ -213,6 +213,50 @@ export class RejectMessage extends Schema.TaggedClass<RejectMessage>()("reject",
 }) {}
 
 /**
+ * MAX_SNAPSHOT_INFO_BYTES caps a snapinfo: a UTXO snapshot header (src/consensus/snapshot.ts) with
+ * up to its MAX_SNAPSHOT_CHUNKS (100,000) chunk hashes, 99 + 32 × 100,000 + 32 bytes.
+ */
+export const MAX_SNAPSHOT_INFO_BYTES = 99 + 32 * 100_000 + 32
+/** MAX_SNAPSHOT_CHUNK_BYTES caps a snapchunk's entries: count u32 ‖ 10,000 entries of 81 bytes. */
+export const MAX_SNAPSHOT_CHUNK_BYTES = 4 + 10_000 * 81
+
+const boundedBytes = (cap: number) =>
+  Schema.Uint8ArrayFromSelf.pipe(
+    Schema.filter((b) => b.length <= cap, {
+      message: () => `at most ${cap} bytes`,
+    }),
+  )
+
+/** GetSnapshotInfoMessage asks a peer for the header of the UTXO snapshot `snapshotId` (issue 9). */
+export class GetSnapshotInfoMessage extends Schema.TaggedClass<GetSnapshotInfoMessage>()("getsnapinfo", {
+  snapshotId: Bytes32,
+}) {}
+
+/**
+ * SnapshotInfoMessage answers getsnapinfo with the snapshot's encoded header (its id is the sha256
+ * of the rest, so the asker checks it against the id it trusts). A peer without it stays silent.
+ */
+export class SnapshotInfoMessage extends Schema.TaggedClass<SnapshotInfoMessage>()("snapinfo", {
+  header: boundedBytes(MAX_SNAPSHOT_INFO_BYTES),
+}) {}
+
+/** GetSnapshotMessage asks for chunk `chunkIndex` of the UTXO snapshot `snapshotId` (issue 9). */
+export class GetSnapshotMessage extends Schema.TaggedClass<GetSnapshotMessage>()("getsnapshot", {
+  snapshotId: Bytes32,
+  chunkIndex: U32,
+}) {}
+
+/**
+ * SnapshotChunkMessage answers getsnapshot with the chunk's bytes (count ‖ entries), which the asker
+ * checks against the chunk hash the snapshot header commits to. A peer without it stays silent.
+ */
+export class SnapshotChunkMessage extends Schema.TaggedClass<SnapshotChunkMessage>()("snapchunk", {
+  snapshotId: Bytes32,
+  chunkIndex: U32,
+  entries: boundedBytes(MAX_SNAPSHOT_CHUNK_BYTES),
+}) {}
+
+/**
  * GetProofMessage asks for a merkle proof that `txids` (at most MAX_PROOF_TXIDS) are in the block
  * `blockHash` (issue 9): a client that accepts telling the peer which transactions interest it.
  */
@@ -319,6 +363,10 @@ export const WireMessage = Schema.Union(
   CFHeadersMessage,
   GetCFCheckptMessage,
   CFCheckptMessage,
+  GetSnapshotInfoMessage,
+  SnapshotInfoMessage,
+  GetSnapshotMessage,
+  SnapshotChunkMessage,
   GetProofMessage,
   ProofMessage,
 )
@@ -679,6 +727,49 @@ const codecs: { readonly [C in Command]: Codec<MessageOf<C>> } = {
       w.u8(m.filterType)
       w.raw(m.stopHash)
       writeHashes(w, m.filterHeaders)
+    },
+  },
+  getsnapinfo: {
+    cap: 32,
+    read: (r) => new GetSnapshotInfoMessage({ snapshotId: r.bytesN(32, "getsnapinfo.id") }, trusted),
+    size: () => 32,
+    write: (w, m) => w.raw(m.snapshotId),
+  },
+  snapinfo: {
+    cap: MAX_SNAPSHOT_INFO_BYTES,
+    read: (r) => new SnapshotInfoMessage({ header: r.bytesN(r.remaining, "snapinfo.header") }, trusted),
+    size: (m) => m.header.length,
+    write: (w, m) => w.raw(m.header),
+  },
+  getsnapshot: {
+    cap: 36,
+    read: (r) =>
+      new GetSnapshotMessage(
+        { snapshotId: r.bytesN(32, "getsnapshot.id"), chunkIndex: r.u32("getsnapshot.chunkIndex") },
+        trusted,
+      ),
+    size: () => 36,
+    write: (w, m) => {
+      w.raw(m.snapshotId)
+      w.u32(m.chunkIndex)
+    },
+  },
+  snapchunk: {
+    cap: 36 + MAX_SNAPSHOT_CHUNK_BYTES,
+    read: (r) =>
+      new SnapshotChunkMessage(
+        {
+          snapshotId: r.bytesN(32, "snapchunk.id"),
+          chunkIndex: r.u32("snapchunk.chunkIndex"),
+          entries: r.bytesN(r.remaining, "snapchunk.entries"),
+        },
+        trusted,
+      ),
+    size: (m) => 36 + m.entries.length,
+    write: (w, m) => {
+      w.raw(m.snapshotId)
+      w.u32(m.chunkIndex)
+      w.raw(m.entries)
     },
   },
   getproof: {

@@ -24,6 +24,8 @@ import {
   GetDataMessage,
   GetHeadersMessage,
   GetProofMessage,
+  GetSnapshotInfoMessage,
+  GetSnapshotMessage,
   HeadersMessage,
   INV_BLOCK,
   INV_TX,
@@ -45,6 +47,8 @@ import {
   ProofMessage,
   RejectMessage,
   SendHeadersMessage,
+  SnapshotChunkMessage,
+  SnapshotInfoMessage,
   UdpAddrMessage,
   VerackMessage,
   VersionMessage,
@@ -486,6 +490,21 @@ export const validPayload = (rng: Rng, c: Corpus, command: Command): Uint8Array 
     case "sendheaders":
       msg = new SendHeadersMessage(undefined, trusted)
       break
+    case "getsnapinfo":
+      msg = new GetSnapshotInfoMessage({ snapshotId: hash32(rng, c) }, trusted)
+      break
+    case "snapinfo":
+      msg = new SnapshotInfoMessage({ header: rng.bytes(rng.size(4_096)) }, trusted)
+      break
+    case "getsnapshot":
+      msg = new GetSnapshotMessage({ snapshotId: hash32(rng, c), chunkIndex: rng.u32() }, trusted)
+      break
+    case "snapchunk":
+      msg = new SnapshotChunkMessage(
+        { snapshotId: hash32(rng, c), chunkIndex: rng.int(16), entries: rng.bytes(rng.size(4_096)) },
+        trusted,
+      )
+      break
     case "getproof":
       msg = new GetProofMessage(
         {
@@ -791,6 +810,10 @@ const COMMAND_WEIGHTS: Readonly<Record<Command, number>> = {
   sendheaders: 3,
   getproof: 4,
   proof: 2,
+  getsnapinfo: 2,
+  snapinfo: 2,
+  getsnapshot: 3,
+  snapchunk: 3,
 }
 
 /** handshakeFrames are a well-behaved version and verack: the attacker looks honest until its next frame. */

@@ -6,6 +6,10 @@ import { Effect, Either, Layer, Option, TestClock } from "effect"
 import * as ChainActor from "../../src/actors/Chain.js"
 import { Chain } from "../../src/actors/Chain.js"
 import { Miner } from "../../src/actors/Miner.js"
+import { Network } from "../../src/actors/PeerManager.js"
+import * as SnapshotsActor from "../../src/actors/Snapshots.js"
+import { Snapshots } from "../../src/actors/Snapshots.js"
+import { SpamFilter } from "../../src/actors/SpamFilter.js"
 import { Wallet } from "../../src/actors/Wallet.js"
 import { decodeAddress } from "../../src/consensus/address.js"
 import { blockHashOf } from "../../src/consensus/hash.js"
@@ -89,9 +93,13 @@ const dumped = (dir: string) =>
   })
 
 /** fresh runs `f` on a new memory node at genesis. */
-const fresh = <A, E>(f: (store: ChainStoreService) => Effect.Effect<A, E, Chain>) => {
+const fresh = <A, E>(f: (store: ChainStoreService) => Effect.Effect<A, E, Chain | Snapshots>) => {
   const store = makeMemoryStore()
-  return f(store).pipe(Effect.provide(chainLayer(store)))
+  return f(store).pipe(
+    Effect.provide(
+      Layer.merge(chainLayer(store), SnapshotsActor.layer(SnapshotsActor.defaultSnapshotsConfig(regtest))),
+    ),
+  )
 }
 
 const genesisState = {
@@ -367,5 +375,97 @@ describe("a node started from a snapshot on a simulated network", () => {
         expect(received.filter((h) => !aboveHex.has(h))).toEqual([])
       }),
     ),
+  )
+})
+
+describe("snapshot chunks over P2P", () => {
+  const mineAt = (node: SimNode, n: number) =>
+    node.run(
+      Effect.gen(function* () {
+        const address = yield* (yield* Wallet).newAddress
+        const key = Either.getOrThrow(decodeAddress(regtest.hrp, address)) as PublicKey
+        return yield* (yield* Miner).generate(n, key)
+      }),
+    )
+  const commitmentOf = (node: SimNode) =>
+    node.run(
+      Effect.map(
+        Effect.flatMap(Chain, (c) => c.utxoCommitment),
+        (c) => [c.height, toHex(c.commitment)],
+      ),
+    )
+  const tipHeight = (node: SimNode) =>
+    node.run(
+      Effect.map(
+        Effect.flatMap(Chain, (c) => c.tip),
+        (t) => t.height,
+      ),
+    )
+
+  it.scoped(
+    "a fresh node loads a snapshot from three peers in parallel, refuses a tampered chunk and penalises its peer",
+    () =>
+      quiet(
+        Effect.gen(function* () {
+          yield* simTime
+          const sim = yield* makeSimNetwork({ seed: 5, defaultLink: { latency: "20 millis" } })
+          const configA = simConfig("10.0.0.1")
+          const a = yield* startNode(sim, { ...configA, limits: { ...configA.limits, maxOutbound: 0 } })
+          yield* mineAt(a, 120)
+          const dir = tmpDir()
+          const file = path.join(dir, "utxo.snap")
+          // chunks of 16 coins, so the set spans enough chunks to spread over three peers
+          const dump = yield* a.run(dumpTxOutSet(file, regtest, { chunkSize: 16 }))
+          const layout = yield* Effect.scoped(
+            Effect.map(openSnapshotFile(file, regtest), (s) => snapshotLayout(s.header)),
+          )
+          expect(layout.chunkAt(6)).toBeLessThan(fs.statSync(file).size)
+          // B serves the file it started from; C too, but from a tampered copy
+          const started = { snapshot: file, snapshotHash: dump.snapshot_id }
+          const b = yield* startNode(sim, { ...simConfig("10.0.2.1", ["10.0.0.1"]), ...started })
+          const c = yield* startNode(sim, { ...simConfig("10.0.3.1", ["10.0.0.1"]), ...started })
+          const tampered = path.join(dir, "tampered.snap")
+          fs.copyFileSync(file, tampered)
+          // every chunk of C's copy is bad, so whichever chunk C is asked for is refused
+          for (let i = 0; layout.chunkAt(i) < fs.statSync(file).size; i++)
+            flipByte(tampered, layout.chunkAt(i) + 4 + 50)
+          yield* c.run(
+            Effect.flatMap(Effect.serviceOption(Snapshots), (s) =>
+              Option.isSome(s) ? s.value.serve(tampered) : Effect.die("no Snapshots service"),
+            ),
+          )
+          yield* mineAt(a, 10)
+          yield* waitUntil(
+            Effect.zipWith(tipHeight(b), tipHeight(c), (x, y) => x === 130 && y === 130),
+            "30 seconds",
+          )
+
+          const chunksFrom = new Map<string, number>()
+          const d = yield* startNode(
+            sim,
+            { ...simConfig("10.0.4.1", ["10.0.0.1", "10.0.2.1", "10.0.3.1"]), snapshotId: dump.snapshot_id },
+            {
+              probe: (e) => {
+                if (e.direction === "in" && e.command === "snapchunk")
+                  chunksFrom.set(e.remote.host, (chunksFrom.get(e.remote.host) ?? 0) + 1)
+              },
+            },
+          )
+          yield* waitUntil(
+            Effect.map(tipHeight(d), (h) => h === 130),
+            "60 seconds",
+          )
+          expect(yield* commitmentOf(d)).toEqual(yield* commitmentOf(a))
+          const snapshot = yield* d.run(Effect.flatMap(Chain, (ch) => ch.snapshot))
+          expect(Option.map(snapshot, (s) => [toHex(s.snapshotId), s.baseHeight])).toEqual(
+            Option.some([dump.snapshot_id, 120]),
+          )
+          // chunks came from all three; C's bad chunk got it disconnected and banned
+          expect([...chunksFrom.keys()].sort()).toEqual(["10.0.0.1", "10.0.2.1", "10.0.3.1"])
+          const peers = yield* d.run(Effect.flatMap(Network, (n) => n.peers))
+          expect(peers.map((p) => p.info.addr.host).sort()).toEqual(["10.0.0.1", "10.0.2.1"])
+          expect(yield* d.run(Effect.flatMap(SpamFilter, (f) => f.isBanned("10.0.3.1")))).toBe(true)
+        }),
+      ),
   )
 })
