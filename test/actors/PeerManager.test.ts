@@ -308,7 +308,8 @@ describe("PeerManager on a simulated network", () => {
           addr: "10.0.0.2:18444",
           inbound: false,
           version: 1,
-          services: 1,
+          // a full node: SERVICE_FULL | SERVICE_FILTERS (it runs the compact filter index)
+          services: 9,
           startingheight: 0,
           pingtime: null,
           banscore: 0,
