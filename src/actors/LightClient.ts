@@ -317,8 +317,27 @@ export const make = (
     // -- peers -----------------------------------------------------------------------------------
 
     const now = Clock.currentTimeMillis
-    const pick = (state: State, want: "filters" | "blocks", avoid: ReadonlySet<PeerId> = new Set()) =>
-      [...state.peers.values()].find((p) => p[want] && !avoid.has(p.handle.info.id))
+    /**
+     * pick finds a peer that serves `want` and has the block at `height` (its headers reached it: full
+     * nodes announce only blocks they connected), so no request names a block the peer lacks, which
+     * BIP157 servers punish; none: wait for the next tick
+     */
+    const pick = (
+      state: State,
+      want: "filters" | "blocks",
+      height: number,
+      avoid: ReadonlySet<PeerId> = new Set(),
+    ) =>
+      Effect.gen(function* () {
+        for (const p of state.peers.values()) {
+          if (!p[want] || avoid.has(p.handle.info.id)) continue
+          if ((yield* p.handle.stats).syncedHeaders >= height) return p
+        }
+        return undefined
+      })
+
+    /** stopHeight is the height of the batch's last block. */
+    const stopHeight = (batch: Batch) => batch.start + batch.hashes.length - 1
 
     const liar = (state: State, id: PeerId, what: string) =>
       Effect.gen(function* () {
@@ -396,9 +415,9 @@ export const make = (
       Effect.gen(function* () {
         const batch = state.batch!
         const stopHash = batch.hashes[batch.hashes.length - 1]!
-        for (const p of state.peers.values()) {
-          if (batch.asked.size >= 2) break
-          if (!p.filters || batch.asked.has(p.handle.info.id)) continue
+        while (batch.asked.size < 2) {
+          const p = yield* pick(state, "filters", stopHeight(batch), batch.asked)
+          if (p === undefined) break
           batch.asked.add(p.handle.info.id)
           yield* p.handle.send(new GetCFHeadersMessage({ filterType: 0, startHeight: batch.start, stopHash }))
         }
@@ -444,7 +463,9 @@ export const make = (
       Effect.gen(function* () {
         const batch = state.batch!
         const avoid = new Set<PeerId>(batch.filterPeer === undefined ? [] : [batch.filterPeer])
-        const p = pick(state, "filters", avoid) ?? pick(state, "filters")
+        const p =
+          (yield* pick(state, "filters", stopHeight(batch), avoid)) ??
+          (yield* pick(state, "filters", stopHeight(batch)))
         if (p === undefined) return
         batch.filterPeer = p.handle.info.id
         const stopHash = batch.hashes[batch.hashes.length - 1]!
@@ -455,12 +476,12 @@ export const make = (
     const askBlock = (state: State, index: number) =>
       Effect.gen(function* () {
         const batch = state.batch!
-        const p = pick(state, "blocks")
-        if (p === undefined) return
         const hash = batch.hashes[index]!
-        batch.block = { index, hex: toHex(hash), peer: p.handle.info.id }
-        yield* p.handle.send(new GetDataMessage({ items: [{ type: INV_BLOCK, hash }] }))
-        batch.sentAt = yield* now
+        const p = yield* pick(state, "blocks", batch.start + index)
+        // no peer has it yet: noted with no peer (-1), so the next late check asks again
+        batch.block = { index, hex: toHex(hash), peer: p?.handle.info.id ?? -1 }
+        batch.sentAt = p === undefined ? 0 : yield* now
+        if (p !== undefined) yield* p.handle.send(new GetDataMessage({ items: [{ type: INV_BLOCK, hash }] }))
       })
 
     const onFilter = (state: State, peer: PeerHandle, msg: CFilterMessage) =>

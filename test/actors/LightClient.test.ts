@@ -34,7 +34,12 @@ const config = {
 }
 
 /** filterPeer is a fake full node that serves filters. */
-const filterPeer = (id: number): FakePeer => fakePeer(id, { services: SERVICE_FULL | SERVICE_FILTERS })
+const filterPeer = (id: number): FakePeer => {
+  const peer = fakePeer(id, { services: SERVICE_FULL | SERVICE_FILTERS })
+  // its headers reached far beyond the test chains: it has every block asked of it
+  Effect.runSync(peer.updateStats((s) => ({ ...s, syncedHeaders: 1_000 })))
+  return peer
+}
 
 /** tick moves the TestClock one client tick and lets the actor work. */
 const tick = Effect.gen(function* () {
@@ -92,6 +97,10 @@ describe("LightClient", () => {
         const events = yield* PubSub.subscribe(client.events)
         const honest = filterPeer(1)
         const liar = filterPeer(2)
+        // a peer whose headers reach only block 50 is never asked about blocks it lacks (BIP157 servers punish that)
+        const behind = fakePeer(3, { services: SERVICE_FULL | SERVICE_FILTERS })
+        yield* behind.updateStats((s) => ({ ...s, syncedHeaders: 50 }))
+        yield* client.peerConnected(behind)
         yield* client.peerConnected(honest)
         yield* client.peerConnected(liar)
         yield* tick
@@ -126,6 +135,7 @@ describe("LightClient", () => {
         yield* client.receiveBlock(honest, encodeBlock(c.blocks[102]!))
         yield* drain
 
+        expect(behind.sent).toEqual([])
         const status = yield* client.status
         expect(status.height).toBe(105)
         expect(toHex(status.hash)).toBe(toHex(c.tip))
