@@ -12,10 +12,10 @@ import { Chain, type ChainEvent } from "./Chain.js"
  * BIP157 filter header for every block the node connected, so Peers can serve getcfilters,
  * getcfheaders and getcfcheckpt to light nodes. Full and miner nodes run it; light nodes do not.
  *
- * Storage: two ChainStore tables keyed by the block hash (hex), `cfilter` (the filter bytes) and
- * `cfheader` (filter hash 32 ‖ filter header 32 ‖ the block's parent hash 32, so a range is walked
- * back from its stop block without asking the Chain), and `cfmeta` ("last": the last block indexed,
- * where the catch-up starts). Rows are never deleted: a block that left the active chain keeps its
+ * Storage: one ChainStore table, `cfindex`, with per block `f<hash hex>` (the filter bytes) and
+ * `h<hash hex>` (filter hash 32 ‖ filter header 32 ‖ the block's parent hash 32, so a range is walked
+ * back from its stop block without asking the Chain), and `last` (the last block indexed, where the
+ * catch-up starts); one table, so a batch of blocks is one transaction. Rows are never deleted: a block that left the active chain keeps its
  * filter (at most one row per block the node ever connected), and a reorg back needs no rebuild.
  */
 
@@ -93,19 +93,27 @@ export interface FilterIndexService {
 /** FilterIndex is the service tag; `layer` runs it over the Chain and the ChainStore. */
 export class FilterIndex extends Context.Tag("fibercoin/FilterIndex")<FilterIndex, FilterIndexService>() {}
 
-/** Cmd is the actor's mailbox: index one block (from an event, with the block, or by hash for the catch-up). */
+/** Connected is one BlockConnected to index. */
+interface Connected {
+  readonly hash: BlockHash
+  readonly height: number
+  readonly block: Block
+}
+
+/**
+ * Cmd is the actor's mailbox: index the blocks of a run of BlockConnected events, or (the catch-up)
+ * blocks of the active chain by hash, answering how many of them are indexed.
+ */
 type Cmd =
-  | {
-      readonly _tag: "Connected"
-      readonly hash: BlockHash
-      readonly height: number
-      readonly block: Block
-    }
+  | { readonly _tag: "Connected"; readonly blocks: ReadonlyArray<Connected> }
   | {
       readonly _tag: "Index"
-      readonly hash: BlockHash
-      readonly reply: Deferred.Deferred<boolean, StorageError>
+      readonly hashes: ReadonlyArray<BlockHash>
+      readonly reply: Deferred.Deferred<number, StorageError>
     }
+
+/** MAX_BATCH bounds the blocks indexed in one storage transaction (events taken at once, catch-up steps). */
+const MAX_BATCH = 64
 
 const encodeRow = (e: FilterEntry): Uint8Array => {
   const row = new Uint8Array(CFHEADER_ROW_BYTES)
@@ -124,48 +132,87 @@ const decodeRow = (row: Uint8Array): Option.Option<FilterEntry> =>
       })
     : Option.none()
 
+/** row keys in the `cfindex` table: a block's filter, its header row, and the last block indexed */
+const filterKey = (hash: Uint8Array) => `f${toHex(hash)}`
+const headerKey = (hash: Uint8Array) => `h${toHex(hash)}`
+const LAST_KEY = "last"
+
 /**
  * make starts the FilterIndex in the current scope: it subscribes to the Chain's events before
  * anything else (so no connect is missed), indexes every BlockConnected on its own fiber, and catches
  * up in the background from the last block it indexed to the active tip (an existing data dir gets
  * its filters without delaying the node's start; requests for blocks indexed so far are answered
  * meanwhile). A block whose parent has no filter header yet is left to the catch-up, which walks the
- * active chain by height until it reaches the tip.
+ * active chain by height until it reaches the tip. Blocks that arrive together (IBD) are written in
+ * one storage transaction, at most MAX_BATCH at a time.
  */
 export const make = Effect.gen(function* () {
   const chain = yield* Chain
   const store = yield* ChainStore
-  const filters = store.table("cfilter")
-  const headers = store.table("cfheader")
-  const meta = store.table("cfmeta")
+  const table = store.table("cfindex")
   const events = yield* PubSub.subscribe(chain.events)
   const caughtUp = yield* Deferred.make<void>()
 
   const entry = (hash: BlockHash) =>
-    Effect.map(headers.get(toHex(hash)), (row) => Option.flatMap(row, decodeRow))
+    Effect.map(table.get(headerKey(hash)), (row) => Option.flatMap(row, decodeRow))
 
-  /** index writes a block's filter and header if its parent's header is known; false when it is not. */
-  const index = (hash: BlockHash, height: number, block: Block): Effect.Effect<boolean, StorageError> =>
+  const indexed = (hash: BlockHash) => Effect.map(table.get(headerKey(hash)), Option.isSome)
+
+  /**
+   * indexBatch writes the filters and header rows of `blocks` (in order) in one transaction, skipping
+   * those already indexed; it stops at the first block whose parent has no filter header (neither
+   * stored nor earlier in the batch). Answers how many of `blocks` are indexed now.
+   */
+  const indexBatch = (blocks: ReadonlyArray<Connected>): Effect.Effect<number, StorageError> =>
     Effect.gen(function* () {
-      const key = toHex(hash)
-      if (Option.isSome(yield* headers.get(key))) return true
-      let prevHeader: Uint8Array
-      if (height === 0) prevHeader = ZERO_FILTER_HEADER
-      else {
-        const prev = yield* entry(block.header.prev)
-        if (Option.isNone(prev)) return false
-        prevHeader = prev.value.header
+      const pending = new Map<string, Uint8Array>()
+      const rows: Array<readonly [string, Uint8Array]> = []
+      let done = 0
+      let last: BlockHash | undefined
+      for (const { hash, height, block } of blocks) {
+        if (pending.has(toHex(hash)) || (yield* indexed(hash))) {
+          done++
+          continue
+        }
+        let prevHeader: Uint8Array | undefined
+        if (height === 0) prevHeader = ZERO_FILTER_HEADER
+        else {
+          prevHeader = pending.get(toHex(block.header.prev))
+          if (prevHeader === undefined) {
+            const prev = yield* entry(block.header.prev)
+            if (Option.isNone(prev)) break
+            prevHeader = prev.value.header
+          }
+        }
+        const filter = buildFilter(block, hash)
+        const fHash = filterHash(filter)
+        const header = filterHeader(fHash, prevHeader)
+        pending.set(toHex(hash), header)
+        rows.push([filterKey(hash), filter])
+        rows.push([headerKey(hash), encodeRow({ filterHash: fHash, header, prev: block.header.prev })])
+        last = hash
+        done++
       }
-      const filter = buildFilter(block, hash)
-      const fHash = filterHash(filter)
-      yield* filters.put(key, filter)
-      // the header row last: a row in cfheader means the filter is there too
-      yield* headers.put(
-        key,
-        encodeRow({ filterHash: fHash, header: filterHeader(fHash, prevHeader), prev: block.header.prev }),
-      )
-      yield* meta.put("last", hash)
-      return true
+      if (last !== undefined) {
+        rows.push([LAST_KEY, last])
+        yield* table.write(rows)
+      }
+      return done
+    })
+
+  /** readBlocks reads the catch-up's blocks from the Chain; it stops at the first it cannot read. */
+  const readBlocks = (hashes: ReadonlyArray<BlockHash>) =>
+    Effect.gen(function* () {
+      const blocks: Array<Connected> = []
+      for (const hash of hashes) {
+        const info = yield* chain.entry(hash)
+        const bytes = yield* chain.block(hash)
+        if (Option.isNone(info) || Option.isNone(bytes)) break
+        const block = decodeBlock(bytes.value)
+        if (Either.isLeft(block)) break
+        blocks.push({ hash, height: info.value.height, block: block.right })
+      }
+      return blocks
     })
 
   const logged = <A>(what: string, fallback: A, effect: Effect.Effect<A, StorageError>) =>
@@ -176,23 +223,10 @@ export const make = Effect.gen(function* () {
   const handle = (state: undefined, cmd: Cmd): Effect.Effect<undefined> => {
     switch (cmd._tag) {
       case "Connected":
-        return logged(
-          `block ${toHex(cmd.hash)}`,
-          state,
-          Effect.as(index(cmd.hash, cmd.height, cmd.block), state),
-        )
+        return logged("indexing connected blocks", state, Effect.as(indexBatch(cmd.blocks), state))
       case "Index":
         return Effect.gen(function* () {
-          const result = yield* Effect.either(
-            Effect.gen(function* () {
-              const info = yield* chain.entry(cmd.hash)
-              const bytes = yield* chain.block(cmd.hash)
-              if (Option.isNone(info) || Option.isNone(bytes)) return false
-              const block = decodeBlock(bytes.value)
-              if (Either.isLeft(block)) return false
-              return yield* index(cmd.hash, info.value.height, block.right)
-            }),
-          )
+          const result = yield* Effect.either(Effect.flatMap(readBlocks(cmd.hashes), indexBatch))
           yield* Deferred.complete(cmd.reply, result)
           return state
         })
@@ -206,26 +240,29 @@ export const make = Effect.gen(function* () {
     handle,
   })
 
+  // forward runs of BlockConnected events (an IBD's come many at once) as one command each
   yield* Effect.forkScoped(
-    Queue.take(events).pipe(
-      Effect.flatMap((event: ChainEvent) =>
-        event._tag === "BlockConnected"
-          ? actor.send({ _tag: "Connected", hash: event.hash, height: event.height, block: event.block })
-          : Effect.void,
-      ),
+    Queue.takeBetween(events, 1, MAX_BATCH).pipe(
+      Effect.flatMap((taken) => {
+        const blocks: Array<Connected> = []
+        for (const event of taken as Iterable<ChainEvent>) {
+          if (event._tag === "BlockConnected")
+            blocks.push({ hash: event.hash, height: event.height, block: event.block })
+        }
+        return blocks.length === 0 ? Effect.void : actor.send({ _tag: "Connected", blocks })
+      }),
       Effect.forever,
     ),
   )
 
-  const indexed = (hash: BlockHash) => Effect.map(headers.get(toHex(hash)), Option.isSome)
-
   /**
    * catchUp finds the first active height without a filter (from the last indexed block, stepping
-   * back past blocks a reorg replaced), then indexes by height until the active chain ends.
+   * back past blocks a reorg replaced), then indexes by height, MAX_BATCH blocks a step, until the
+   * active chain ends.
    */
   const catchUp = Effect.gen(function* () {
     let height = 0
-    const last = yield* meta.get("last")
+    const last = yield* table.get(LAST_KEY)
     if (Option.isSome(last)) {
       const info = yield* chain.entry(last.value as BlockHash)
       if (Option.isSome(info)) height = info.value.height
@@ -236,20 +273,28 @@ export const make = Effect.gen(function* () {
       if (Option.isSome(below) && (yield* indexed(below.value))) break
     }
     let done = 0
-    for (;;) {
-      const hash = yield* chain.hashAt(height)
-      if (Option.isNone(hash)) break
-      if (!(yield* indexed(hash.value))) {
-        const ok = yield* Actor.ask<Cmd, boolean, StorageError>(actor, (reply) => ({
-          _tag: "Index",
-          hash: hash.value,
-          reply,
-        }))
-        if (!ok)
-          return yield* Effect.logWarning(`filter index: cannot index block at height ${height}; stopped`)
-        done++
+    for (let end = false; !end; ) {
+      const batch: Array<BlockHash> = []
+      while (batch.length < MAX_BATCH) {
+        const hash = yield* chain.hashAt(height)
+        if (Option.isNone(hash)) {
+          end = true
+          break
+        }
+        height++
+        if (!(yield* indexed(hash.value))) batch.push(hash.value)
       }
-      height++
+      if (batch.length === 0) continue
+      const n = yield* Actor.ask<Cmd, number, StorageError>(actor, (reply) => ({
+        _tag: "Index",
+        hashes: batch,
+        reply,
+      }))
+      done += n
+      if (n < batch.length)
+        return yield* Effect.logWarning(
+          `filter index: cannot index block ${toHex(batch[n]!)}; catch-up stopped`,
+        )
     }
     if (done > 0) yield* Effect.logInfo(`filter index: caught up, ${done} blocks indexed`)
   })
@@ -309,7 +354,7 @@ export const make = Effect.gen(function* () {
     })
 
   return {
-    filter: (hash) => filters.get(toHex(hash)),
+    filter: (hash) => table.get(filterKey(hash)),
     header: (hash) =>
       Effect.map(
         entry(hash),
@@ -319,7 +364,7 @@ export const make = Effect.gen(function* () {
     headersRange,
     checkpoints,
     indexedTip: Effect.map(
-      meta.get("last"),
+      table.get(LAST_KEY),
       Option.map((b) => b as BlockHash),
     ),
     caughtUp: Deferred.await(caughtUp),

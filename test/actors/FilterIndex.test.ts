@@ -1,3 +1,6 @@
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
 import { describe, expect, it } from "@effect/vitest"
 import { Duration, Effect, Either, Layer, Option } from "effect"
 import * as ChainActor from "../../src/actors/Chain.js"
@@ -15,6 +18,7 @@ import {
 } from "../../src/consensus/blockFilter.js"
 import { regtest } from "../../src/consensus/params.js"
 import { ChainStore, type ChainStoreService, makeMemoryStore } from "../../src/layers/ChainStore.js"
+import { layerLmdb } from "../../src/layers/ChainStoreLmdb.js"
 import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
 import * as SigVerifier from "../../src/layers/SigVerifier.js"
 import { type Block, encodeBlock } from "../../src/schema/block.js"
@@ -187,5 +191,31 @@ describe("FilterIndex", () => {
         }).pipe(Effect.provide(indexLayer(store))),
       )
     }),
+  )
+
+  it.live("over LMDB: a data dir from before the index gets its filters at start, and keeps them", () =>
+    Effect.gen(function* () {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "fibercoin-cfindex-"))),
+        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true })),
+      )
+      /** chainOnDisk is a Chain over the LMDB store in `dir`; indexOnDisk the same with the FilterIndex. */
+      const chainOnDisk = () =>
+        ChainActor.layer(ChainActor.defaultChainConfig(regtest)).pipe(
+          Layer.provideMerge(Layer.merge(layerLmdb(dir), verifierLayer)),
+        )
+      const indexOnDisk = () => FilterIndexActor.layer.pipe(Layer.provideMerge(chainOnDisk()))
+      yield* submitAll(main.blocks.slice(1)).pipe(Effect.provide(chainOnDisk()), Effect.scoped)
+      yield* Effect.gen(function* () {
+        yield* (yield* FilterIndex).caughtUp
+        yield* checkIndexed(main)
+      }).pipe(Effect.provide(indexOnDisk()), Effect.scoped)
+      // reopened: everything is there at once, nothing to catch up
+      yield* Effect.gen(function* () {
+        const index = yield* FilterIndex
+        expect(Option.map(yield* index.indexedTip, toHex)).toEqual(Option.some(toHex(main.tip)))
+        yield* checkIndexed(main)
+      }).pipe(Effect.provide(indexOnDisk()), Effect.scoped)
+    }).pipe(Effect.scoped),
   )
 })
