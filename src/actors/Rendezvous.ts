@@ -21,6 +21,7 @@ import {
   Datagrams,
   type ReceivedDatagram,
 } from "../layers/Datagram.js"
+import { Entropy } from "../layers/Entropy.js"
 import { Signatures } from "../layers/Signatures.js"
 import type { Endpoint } from "../layers/Transport.js"
 import { endpointKey, isUnspecifiedHost, normalizeHost } from "../schema/netaddr.js"
@@ -391,19 +392,16 @@ export const cookieFor = (secret: Uint8Array, source: Endpoint, window: number):
 }
 
 /**
- * secretBytes draws from the OS CSPRNG, as the Keystore and the Wallet's BIP340 aux do: Effect's
- * `Random` is a seeded PRNG, and a guessable cookie secret would let an attacker forge cookies for
+ * nonceOf is a non-zero u64 punch nonce of 8 bytes from the Entropy service. The cookie secret, the
+ * punch nonces and the BIP340 aux of registrations come from Entropy (the OS CSPRNG in a node), not
+ * Effect's `Random`, a seeded PRNG: a guessable cookie secret would let an attacker forge cookies for
  * spoofed addresses (an amplifier again), a guessable punch nonce would let it fake a punch's echo.
- * None of these values changes what a seeded sim does (sizes and timing do not depend on them).
+ * A seeded simulation gives Entropy a seed, so these replay too.
  */
-const secretBytes = (n: number): Effect.Effect<Uint8Array> =>
-  Effect.sync(() => new Uint8Array(crypto.randomBytes(n)))
-
-/** randomNonce is a non-zero u64 punch nonce from the CSPRNG. */
-const randomNonce = Effect.map(secretBytes(8), (b) => {
+const nonceOf = (b: Uint8Array): bigint => {
   const v = new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true)
   return v === 0n ? 1n : v
-})
+}
 
 /**
  * make starts the Rendezvous actor in the current scope. `io.send` is its only output; datagrams come
@@ -419,6 +417,9 @@ export const make = (
   Effect.gen(function* () {
     const sigs = yield* Signatures
     const filter = yield* SpamFilter
+    const entropy = yield* Entropy
+    const secretBytes = entropy.bytes
+    const randomNonce = Effect.map(secretBytes(8), nonceOf)
     const limits = config.limits
     const nodeKey = sigs.publicKey(config.nodeSecretKey)
     const nodeKeyHex = hex(nodeKey)

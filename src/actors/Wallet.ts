@@ -1,4 +1,3 @@
-import * as crypto from "node:crypto"
 import {
   Context,
   Data,
@@ -20,6 +19,7 @@ import { txidOf } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import { keyOf } from "../consensus/utxo.js"
 import { ChainStore, type StorageError } from "../layers/ChainStore.js"
+import { Entropy } from "../layers/Entropy.js"
 import { Keystore } from "../layers/Keystore.js"
 import { Signatures } from "../layers/Signatures.js"
 import type { Coin } from "../schema/coin.js"
@@ -322,6 +322,7 @@ export const make = (config: WalletConfig) =>
     const chain = yield* WalletSource
     const mempool = yield* Mempool
     const backend = yield* Signatures
+    const entropy = yield* Entropy
     const params = config.network
     const lookahead = config.lookahead ?? defaultLookahead
     const defaultRate = config.feeRate ?? defaultFeeRate
@@ -588,7 +589,7 @@ export const make = (config: WalletConfig) =>
             pubkey: keystore.publicKey(index) as PublicKey,
           }
           // The change goes first or last at random, so its position does not give it away.
-          const first = yield* Effect.sync(() => crypto.randomInt(2) === 0)
+          const first = (yield* entropy.int(2)) === 0
           outputs = first ? [change, payment] : [payment, change]
         }
 
@@ -607,9 +608,9 @@ export const make = (config: WalletConfig) =>
           height: (c.height ?? state.tipHeight + 1) as Height,
           coinbase: c.coinbase,
         }))
-        // BIP340 auxiliary randomness from the OS CSPRNG (Effect's Random is not one).
+        // BIP340 auxiliary randomness from Entropy (the OS CSPRNG in a node; Effect's Random is not one)
+        const aux = yield* Effect.forEach(plan.coins, () => entropy.bytes(32))
         const signed = yield* Effect.sync(() => {
-          const aux = plan.coins.map(() => new Uint8Array(crypto.randomBytes(32)))
           const secrets = plan.coins.map(([, c]) => keystore.secretKey(c.keyIndex))
           try {
             return signTx(unsigned, spent, secrets, backend, (i) => aux[i]!)

@@ -5,6 +5,7 @@ import { Context, Effect, Either, Layer, ParseResult, Ref, Schema } from "effect
 import { taggedHash } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import { fromHex, toHex } from "../schema/hex.js"
+import * as Entropy from "./Entropy.js"
 import { writePrivateFileAtomic } from "./files.js"
 import { Signatures } from "./Signatures.js"
 
@@ -24,7 +25,7 @@ export const WALLET_FILE = "wallet.json"
 /** KEY_TAG domain-separates wallet key derivation from every other tagged hash (BIP340 tagging). */
 export const KEY_TAG = "FiberWalletKey"
 
-/** SEED_BYTES: the seed is 256 bits from the OS CSPRNG. */
+/** SEED_BYTES: the seed is 256 bits from Entropy (the OS CSPRNG in a node). */
 const SEED_BYTES = 32
 /** SALT_BYTES, NONCE_BYTES, TAG_BYTES: scrypt salt, AES-GCM nonce (96 bits, NIST SP 800-38D) and tag. */
 const SALT_BYTES = 16
@@ -293,9 +294,11 @@ const attempt = <A>(walletPath: string, operation: string, f: () => A): Effect.E
 const writeAtomic = (file: string, text: string): Effect.Effect<void, WalletFileError> =>
   attempt(file, "write", () => writePrivateFileAtomic(file, text))
 
-/** randomBytes draws from the OS CSPRNG. Effect's `Random` is a seeded PRNG, never fit for key material. */
-const randomBytes = (n: number): Effect.Effect<Uint8Array> =>
-  Effect.sync(() => new Uint8Array(crypto.randomBytes(n)))
+/**
+ * randomBytes draws from the Entropy service: the OS CSPRNG in a node, a seeded stream in a simulation.
+ * Effect's `Random` is a seeded PRNG, never fit for key material.
+ */
+const randomBytes = (n: number): Effect.Effect<Uint8Array> => Entropy.bytes(n)
 
 // ---------------------------------------------------------------------------------------------------
 // Service
@@ -442,7 +445,7 @@ const openFile = (
 /**
  * make opens the keystore: in memory (no dataDir: a fresh random seed), or `<dataDir>/wallet.json`,
  * created on first use. A group- or world-readable wallet file is logged as a warning. The seed, salt
- * and nonce come from `crypto.randomBytes` (the OS CSPRNG) inside an Effect: Effect's `Random` is a
+ * and nonce come from the Entropy service (the OS CSPRNG unless a simulation seeds it): Effect's `Random` is a
  * seeded PRNG for simulations, never for key material. Scrypt runs on node's thread pool, once per open.
  */
 export const make = (options: KeystoreOptions): Effect.Effect<KeystoreService, KeystoreError, Signatures> =>

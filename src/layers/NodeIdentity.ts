@@ -1,8 +1,8 @@
-import * as crypto from "node:crypto"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Effect, Layer, Schema } from "effect"
 import { fromHex, toHex } from "../schema/hex.js"
+import * as Entropy from "./Entropy.js"
 import { writePrivateFileAtomic } from "./files.js"
 import { Signatures } from "./Signatures.js"
 
@@ -55,13 +55,15 @@ export const isValidSecretKey = (key: Uint8Array): boolean => {
   return k > 0n && k < SECP256K1_ORDER
 }
 
-/** fresh draws a valid identity from the OS CSPRNG (Effect's Random is a seeded PRNG, never fit for keys). */
-const fresh = Effect.sync(() => {
-  let secretKey = new Uint8Array(crypto.randomBytes(32))
+/**
+ * fresh draws a valid identity from the Entropy service: the OS CSPRNG in a node, a seeded stream in
+ * a simulation (Effect's Random is a seeded PRNG, never fit for keys).
+ */
+const fresh = Effect.gen(function* () {
+  let secretKey = yield* Entropy.bytes(32)
   // out of range with probability ~2^-128; bounded anyway
-  for (let i = 0; i < 8 && !isValidSecretKey(secretKey); i++)
-    secretKey = new Uint8Array(crypto.randomBytes(32))
-  return { secretKey, sessionSecret: new Uint8Array(crypto.randomBytes(32)) }
+  for (let i = 0; i < 8 && !isValidSecretKey(secretKey); i++) secretKey = yield* Entropy.bytes(32)
+  return { secretKey, sessionSecret: yield* Entropy.bytes(32) }
 })
 
 /** encodeKeyFile is the file's text for a pair of secrets. */
@@ -107,7 +109,10 @@ export const layerFrom = (secret: Uint8Array): Layer.Layer<NodeIdentity, never, 
     }),
   )
 
-/** layerRandom is a fresh identity each time it is built (a node with memory storage keeps nothing). */
+/**
+ * layerRandom is a fresh identity from Entropy each time it is built (a node with memory storage keeps
+ * nothing); under a seeded Entropy the same seed gives the same identity.
+ */
 export const layerRandom: Layer.Layer<NodeIdentity, never, Signatures> = Layer.effect(
   NodeIdentity,
   Effect.flatMap(fresh, (s) => make(s.secretKey, s.sessionSecret)),

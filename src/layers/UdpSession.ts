@@ -137,7 +137,10 @@ export interface SessionKeys {
 const rawPublicKey = (key: KeyObject): Uint8Array =>
   new Uint8Array(key.export({ format: "der", type: "spki" })).subarray(X25519_SPKI_PREFIX.length)
 
-/** generateSessionKeys makes a fresh X25519 key pair (node:crypto's randomness). */
+/**
+ * generateSessionKeys makes a fresh X25519 key pair from node:crypto's randomness. For tests only: a
+ * node's session keys are `sessionKeysFromSecret(NodeIdentity.sessionSecret)`, drawn from Entropy.
+ */
 export const generateSessionKeys = (): SessionKeys => {
   const { publicKey, privateKey } = generateKeyPairSync("x25519")
   return { publicKey: rawPublicKey(publicKey), privateKey }

@@ -27,6 +27,7 @@ import { type ChainStore, layerMemory } from "../layers/ChainStore.js"
 import { layerLmdb } from "../layers/ChainStoreLmdb.js"
 import { DatagramError, Datagrams } from "../layers/Datagram.js"
 import { layerUdp } from "../layers/DatagramUdp.js"
+import * as Entropy from "../layers/Entropy.js"
 import * as Keystore from "../layers/Keystore.js"
 import * as NodeIdentity from "../layers/NodeIdentity.js"
 import { layerDefault, type Signatures } from "../layers/Signatures.js"
@@ -53,7 +54,16 @@ import { snapshotsAtStart, startFromSnapshot } from "./snapshot.js"
  * Keystore and Wallet actors. The library entry embeds a node with this layer.
  */
 export const services = (config: NodeConfig, options: NodeOptions = {}) =>
-  config.role === "light" ? lightServices(config, options) : fullServices(config, options)
+  (config.role === "light" ? lightServices(config, options) : fullServices(config, options)).pipe(
+    Layer.provide(entropyOf(options)),
+  )
+
+/**
+ * entropyOf is the node's Entropy (the OS CSPRNG unless `options.entropy` seeds it). `services` and
+ * `udp` both take it; one layer value, so a node builds it once and a seeded stream is not repeated.
+ */
+const entropyOf = (options: NodeOptions): Layer.Layer<Entropy.Entropy> =>
+  options.entropy ?? Entropy.layerCrypto
 
 /** base is storage, signatures and the verification pool: what every role runs on. */
 const base = (config: NodeConfig, options: NodeOptions) => {
@@ -180,6 +190,11 @@ export interface NodeOptions {
   readonly spam?: Partial<SpamPolicy>
   /** "inline" verifies signatures on the calling fiber (simulations: no threads); default a worker pool */
   readonly verifier?: "pool" | "inline"
+  /**
+   * the source of keys, wallet seeds, signature aux and rendezvous secrets (default the OS CSPRNG;
+   * simulations pass `Entropy.layerSeeded`, never a production node)
+   */
+  readonly entropy?: Layer.Layer<Entropy.Entropy>
 }
 
 /**
@@ -326,6 +341,7 @@ const udp = (config: NodeConfig, options: NodeOptions) => {
   return stack.pipe(
     Layer.provideMerge(Layer.merge(identity, spamFilter)),
     Layer.provide(options.datagrams ?? layerUdp),
+    Layer.provide(entropyOf(options)),
   )
 }
 

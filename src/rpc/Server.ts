@@ -404,7 +404,9 @@ const digest = (s: string): Buffer => createHash("sha256").update(s, "utf8").dig
 
 /**
  * acquireCookie writes `__cookie__:<64 hex>` with mode 0600 (replacing a stale file, so the mode
- * is ours) and removes it when the scope closes. Returns the `user:password` it holds.
+ * is ours) and removes it when the scope closes. Returns the `user:password` it holds. The secret
+ * comes straight from node:crypto, not the Entropy service: no simulation runs an RPC server, and a
+ * seeded cookie would be a guessable password.
  */
 const acquireCookie = (file: string): Effect.Effect<string, RpcStartError, Scope.Scope> =>
   Effect.acquireRelease(
