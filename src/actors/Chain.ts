@@ -207,6 +207,8 @@ export interface ChainServiceApi {
     readonly headers: number
     readonly initialBlockDownload: boolean
     readonly verificationProgress: number
+    /** why the node stopped processing blocks ("" while it runs normally): a snapshot found false */
+    readonly warnings: string
   }>
 
   // -- UTXO snapshots (issue 9) --------------------------------------------------------------------
@@ -235,6 +237,16 @@ export interface ChainServiceApi {
    * fetched from peers, so no block connects on genesis meanwhile; holdBlocks(false) resumes.
    */
   readonly holdBlocks: (hold: boolean) => Effect.Effect<void>
+  /**
+   * settleSnapshot records the background validation's verdict on the snapshot the node started from
+   * (persisted). "failed" — the history below the base does not lead to the snapshot's UTXO set —
+   * stops the node trusting it: it logs an error, connects and fetches no more blocks, and says so in
+   * syncStatus's warnings (getblockchaininfo), now and after a restart.
+   */
+  readonly settleSnapshot: (
+    verdict: "validated" | "failed",
+    detail: string,
+  ) => Effect.Effect<void, StorageError>
 }
 
 /**
@@ -270,6 +282,8 @@ export interface SnapshotState {
   readonly snapshotId: Uint8Array
   readonly baseHash: BlockHash
   readonly baseHeight: number
+  /** the snapshot's hash_serialized: what the background validation must reach at the base */
+  readonly txoutsetHash: Uint8Array
   readonly status: "assumed" | "validated" | "failed"
 }
 
@@ -277,22 +291,25 @@ export interface SnapshotState {
 const SNAPSHOT_TABLE = "snapshot"
 const snapshotStatuses: ReadonlyArray<SnapshotState["status"]> = ["assumed", "validated", "failed"]
 
+/** encodeSnapshotState: snapshot id 32 ‖ base hash 32 ‖ base height u32 ‖ status u8 ‖ txoutset hash 32. */
 const encodeSnapshotState = (s: SnapshotState): Uint8Array => {
-  const out = new Uint8Array(69)
+  const out = new Uint8Array(101)
   out.set(s.snapshotId, 0)
   out.set(s.baseHash, 32)
   new DataView(out.buffer).setUint32(64, s.baseHeight, true)
   out[68] = snapshotStatuses.indexOf(s.status)
+  out.set(s.txoutsetHash, 69)
   return out
 }
 
 const decodeSnapshotState = (b: Uint8Array): SnapshotState | undefined => {
   const status = snapshotStatuses[b[68] ?? 255]
-  if (b.length !== 69 || status === undefined) return undefined
+  if (b.length !== 101 || status === undefined) return undefined
   return {
     snapshotId: b.slice(0, 32),
     baseHash: b.slice(32, 64) as BlockHash,
     baseHeight: new DataView(b.buffer, b.byteOffset).getUint32(64, true),
+    txoutsetHash: b.slice(69, 101),
     status,
   }
 }
@@ -403,6 +420,8 @@ interface State {
   snapshotBase: number
   /** blocksToFetch answers nothing while a snapshot is fetched (holdBlocks) */
   holdBlocks: boolean
+  /** set when the snapshot the node started from proved false: no block is processed any more */
+  halted: string
 }
 
 type Command =
@@ -461,6 +480,12 @@ type Command =
       readonly reply: Deferred.Deferred<SnapshotState, SnapshotError | StorageError>
     }
   | { readonly _tag: "HoldBlocks"; readonly hold: boolean; readonly reply: Deferred.Deferred<void> }
+  | {
+      readonly _tag: "SettleSnapshot"
+      readonly verdict: "validated" | "failed"
+      readonly detail: string
+      readonly reply: Deferred.Deferred<void, StorageError>
+    }
 
 /** SyncStatus is syncStatus's answer. */
 type SyncStatus = Effect.Effect.Success<ChainServiceApi["syncStatus"]>
@@ -712,6 +737,7 @@ export const make = (config: ChainConfig) =>
         bestHeader: undefined,
         snapshotBase: 0,
         holdBlocks: false,
+        halted: "",
       }
       for (const entry of entries) {
         const parent = entry.height === 0 ? undefined : state.tree.get(toHex(entry.header.prev))
@@ -731,7 +757,9 @@ export const make = (config: ChainConfig) =>
       if (Either.isLeft(decoded))
         return yield* new ChainCorrupt({ detail: `tip commitment: ${decoded.left.message}` })
       state.muhash = decoded.right
-      state.snapshotBase = yield* recoverSnapshotRows(committed)
+      const snapshotRows = yield* recoverSnapshotRows(committed)
+      state.snapshotBase = snapshotRows.height
+      if (snapshotRows.failed) state.halted = haltedMessage
       // chainData flags and candidates, parents before children (entries are sorted by height)
       for (const node of state.tree.values()) {
         node.chainData =
@@ -761,9 +789,10 @@ export const make = (config: ChainConfig) =>
               [
                 "base",
                 encodeSnapshotState({
-                  snapshotId: loading.value,
+                  snapshotId: loading.value.slice(0, 32),
                   baseHash: committed.hash,
                   baseHeight: committed.height,
+                  txoutsetHash: loading.value.slice(32, 64),
                   status: "assumed",
                 }),
               ],
@@ -772,7 +801,29 @@ export const make = (config: ChainConfig) =>
           }
         }
         const base = yield* readSnapshotState
-        return Option.match(base, { onNone: () => 0, onSome: (b) => b.baseHeight })
+        return Option.match(base, {
+          onNone: () => ({ height: 0, failed: false }),
+          onSome: (b) => ({ height: b.baseHeight, failed: b.status === "failed" }),
+        })
+      })
+
+    const haltedMessage =
+      "the background validation of the UTXO snapshot this node started from disagrees with it: block processing stopped (start again from genesis without the snapshot)"
+
+    /** settleSnapshotOf persists the verdict; "failed" halts block processing. */
+    const settleSnapshotOf = (state: State, verdict: "validated" | "failed", detail: string) =>
+      Effect.gen(function* () {
+        const current = yield* readSnapshotState
+        if (Option.isNone(current)) return
+        yield* snapshotTable.put("base", encodeSnapshotState({ ...current.value, status: verdict }))
+        if (verdict === "validated") {
+          yield* Effect.logInfo(
+            `snapshot: background validation agrees at height ${current.value.baseHeight} (${detail})`,
+          )
+          return
+        }
+        state.halted = haltedMessage
+        yield* Effect.logError(`snapshot: ${haltedMessage}: ${detail}`)
       })
 
     const readSnapshotState = Effect.map(snapshotTable.get("base"), (row) =>
@@ -1278,7 +1329,10 @@ export const make = (config: ChainConfig) =>
         const checked = checkSnapshotHeaders(params, header, headers, now)
         if (Either.isLeft(checked)) return yield* checked.left
         const hashes = checked.right
-        yield* snapshotTable.put("loading", header.snapshotId)
+        const loadingRow = new Uint8Array(64)
+        loadingRow.set(header.snapshotId, 0)
+        loadingRow.set(header.txoutsetHash, 32)
+        yield* snapshotTable.put("loading", loadingRow)
         const loaded = yield* Effect.gen(function* () {
           let muhash = MUHASH_EMPTY
           let previous: SnapshotEntry | undefined
@@ -1338,6 +1392,7 @@ export const make = (config: ChainConfig) =>
           snapshotId: header.snapshotId,
           baseHash: base.hash,
           baseHeight: base.height,
+          txoutsetHash: header.txoutsetHash,
           status: "assumed",
         }
         yield* snapshotTable.write([
@@ -1371,6 +1426,10 @@ export const make = (config: ChainConfig) =>
     const handle = (state: State, cmd: Command): Effect.Effect<State> => {
       switch (cmd._tag) {
         case "Submit":
+          if (state.halted !== "")
+            return Deferred.fail(cmd.reply, blockError("snapshot-invalid", state.halted, 0)).pipe(
+              Effect.as(state),
+            )
           return Effect.gen(function* () {
             const r = yield* Effect.either(acceptBlock(state, cmd.bytes))
             if (Either.isRight(r) && (r.right[0] === "active" || r.right[0] === "side")) {
@@ -1425,7 +1484,7 @@ export const make = (config: ChainConfig) =>
         case "BlocksToFetch":
           return Deferred.succeed(
             cmd.reply,
-            state.holdBlocks ? [] : blocksToFetchOf(state, cmd.target, cmd),
+            state.holdBlocks || state.halted !== "" ? [] : blocksToFetchOf(state, cmd.target, cmd),
           ).pipe(Effect.as(state))
         case "SyncStatus":
           return Effect.gen(function* () {
@@ -1436,11 +1495,18 @@ export const make = (config: ChainConfig) =>
               headers: best.height,
               initialBlockDownload,
               verificationProgress: best.height === 0 ? 1 : Math.min(1, tip.height / best.height),
+              warnings: state.halted,
             })
             return state
           })
         case "UtxoDump":
           return utxoDumpOf(state).pipe(
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
+            Effect.as(state),
+          )
+        case "SettleSnapshot":
+          return settleSnapshotOf(state, cmd.verdict, cmd.detail).pipe(
             Effect.exit,
             Effect.flatMap((exit) => Deferred.done(cmd.reply, exit)),
             Effect.as(state),
@@ -1491,6 +1557,8 @@ export const make = (config: ChainConfig) =>
         Actor.ask(actor, (reply): Command => ({ _tag: "LoadSnapshot", source, reply })),
       snapshot: readSnapshotState,
       holdBlocks: (hold) => Actor.ask(actor, (reply): Command => ({ _tag: "HoldBlocks", hold, reply })),
+      settleSnapshot: (verdict, detail) =>
+        Actor.ask(actor, (reply): Command => ({ _tag: "SettleSnapshot", verdict, detail, reply })),
     }
     return service
   })

@@ -494,6 +494,8 @@ export const run = (
       /** onBlock passes a block on if it was asked for, or if the unrequested allowance has room. */
       const onBlock = (peer: PeerHandle, payload: Uint8Array) =>
         Effect.gen(function* () {
+          // a block the snapshot's background validation asked for (issue 9): it takes it, Sync never sees it
+          if (Option.isSome(snapshots) && (yield* snapshots.value.receiveBlock(peer, payload))) return
           const hex =
             payload.length >= HEADER_BYTES ? toHex(blockHashOf(payload.subarray(0, HEADER_BYTES))) : ""
           if (!requestedBlocks.delete(hex) && !(yield* guard.unrequested("block"))) return yield* afterDrop

@@ -2,7 +2,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { Context, Deferred, Duration, Effect, Either, Layer, Option, Ref, type Scope } from "effect"
 import { blockError } from "../consensus/errors.js"
-import { sha256 } from "../consensus/hash.js"
+import { blockHashOf, sha256 } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import {
   chunkBytesOf,
@@ -17,12 +17,16 @@ import {
   snapshotLayout,
 } from "../consensus/snapshot.js"
 import type { StorageError } from "../layers/ChainStore.js"
+import { HEADER_BYTES } from "../schema/block.js"
 import { bytesEqual, toHex } from "../schema/hex.js"
+import type { BlockHash } from "../schema/primitives.js"
 import {
+  GetDataMessage,
   GetSnapshotMessage as GetSnapshot,
   GetSnapshotInfoMessage as GetSnapshotInfo,
   type GetSnapshotInfoMessage,
   type GetSnapshotMessage,
+  INV_BLOCK,
   SnapshotChunkMessage,
   SnapshotInfoMessage,
 } from "../schema/wire.js"
@@ -137,15 +141,18 @@ export interface SnapshotsConfig {
   readonly maxInFlightPerPeer: number
   /** how long a fetch waits for a peer serving the snapshot, and for Sync to bring the base's header */
   readonly waitFor: Duration.Duration
+  /** how long a peer may take to answer the background validation's getdata for one block */
+  readonly blockTimeout: Duration.Duration
 }
 
-/** defaultSnapshotsConfig: 10 s for a header, 30 s for a chunk, 4 in flight per peer, 5 minutes of waiting. */
+/** defaultSnapshotsConfig: 10 s for a header, 30 s for a chunk, 5 s for a block, 4 in flight per peer, 5 minutes of waiting. */
 export const defaultSnapshotsConfig = (params: NetworkParams): SnapshotsConfig => ({
   params,
   infoTimeout: Duration.seconds(10),
   chunkTimeout: Duration.seconds(30),
   maxInFlightPerPeer: 4,
   waitFor: Duration.minutes(5),
+  blockTimeout: Duration.seconds(5),
 })
 
 /**
@@ -179,6 +186,14 @@ export interface SnapshotsService {
     { readonly header: SnapshotHeader; readonly chunks: ReadonlyArray<Uint8Array> },
     SnapshotError
   >
+  /**
+   * fetchBlock asks the connected peers for one block by hash, for the background validation below a
+   * snapshot (it goes past Sync, which fetches only above the tip): one peer at a time, those that
+   * failed least first, `blockTimeout` each. None when no peer gave it (the caller checks the block).
+   */
+  readonly fetchBlock: (hash: BlockHash) => Effect.Effect<Option.Option<Uint8Array>>
+  /** receiveBlock takes a block `fetchBlock` is waiting for from that peer (true); any other is Sync's (false). */
+  readonly receiveBlock: (peer: PeerHandle, payload: Uint8Array) => Effect.Effect<boolean>
 }
 
 /** Snapshots is the service tag. */
@@ -349,6 +364,42 @@ export const make = (config: SnapshotsConfig) =>
         return { header: committed, chunks }
       })
 
+    /** failures per peer of block requests: the least failing peers are asked first */
+    const blockFailures = new Map<PeerId, number>()
+
+    const fetchBlock = (hash: BlockHash) =>
+      Effect.gen(function* () {
+        const hex = toHex(hash)
+        const candidates = [...(yield* Ref.get(peers)).values()].sort(
+          (a, b) => (blockFailures.get(a.info.id) ?? 0) - (blockFailures.get(b.info.id) ?? 0),
+        )
+        for (const peer of candidates) {
+          const key = `${peer.info.id}/block/${hex}`
+          const answer = yield* Deferred.make<Uint8Array>()
+          waiters.set(key, answer)
+          const bytes = yield* peer
+            .send(new GetDataMessage({ items: [{ type: INV_BLOCK, hash }] }))
+            .pipe(
+              Effect.zipRight(Deferred.await(answer)),
+              Effect.timeoutOption(config.blockTimeout),
+              Effect.ensuring(Effect.sync(() => waiters.delete(key))),
+            )
+          if (Option.isSome(bytes)) return bytes
+          blockFailures.set(peer.info.id, (blockFailures.get(peer.info.id) ?? 0) + 1)
+        }
+        return Option.none<Uint8Array>()
+      })
+
+    const receiveBlock = (peer: PeerHandle, payload: Uint8Array) =>
+      Effect.suspend(() => {
+        if (payload.length < HEADER_BYTES) return Effect.succeed(false)
+        const key = `${peer.info.id}/block/${toHex(blockHashOf(payload.subarray(0, HEADER_BYTES)))}`
+        const waiter = waiters.get(key)
+        if (waiter === undefined) return Effect.succeed(false)
+        waiters.delete(key)
+        return Effect.as(Deferred.succeed(waiter, payload), true)
+      })
+
     const service: SnapshotsService = {
       serve,
       served: Effect.sync(() => [...served.keys()]),
@@ -362,6 +413,8 @@ export const make = (config: SnapshotsConfig) =>
       serveRequest,
       receive,
       fetch,
+      fetchBlock,
+      receiveBlock,
     }
     return service
   })

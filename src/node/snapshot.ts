@@ -3,6 +3,7 @@ import * as path from "node:path"
 import { Effect, Layer, Option } from "effect"
 import { Chain, type SnapshotState } from "../actors/Chain.js"
 import { loadFromPeers, openSnapshotFile, Snapshots } from "../actors/Snapshots.js"
+import { backgroundValidation } from "../actors/SnapshotValidator.js"
 import { sha256 } from "../consensus/hash.js"
 import type { NetworkParams } from "../consensus/params.js"
 import {
@@ -15,6 +16,7 @@ import {
   snapshotCommitted,
 } from "../consensus/snapshot.js"
 import type { StorageError } from "../layers/ChainStore.js"
+import type { SigVerifier } from "../layers/SigVerifier.js"
 import { encodeHeader, HEADER_BYTES } from "../schema/block.js"
 import { toHex } from "../schema/hex.js"
 
@@ -197,15 +199,18 @@ export const startFromSnapshot = (
  * snapshotsAtStart runs with the P2P side: it serves `--snapshot FILE` to peers (loaded or not, as
  * long as it is a snapshot of this network), and for `--snapshot-id ID` (node.json `snapshotId`) a
  * background fiber loads that snapshot from peers (`loadFromPeers`) into a node at genesis, logging an
- * error if it cannot (the node goes on syncing from genesis). A node past genesis skips the fetch.
+ * error if it cannot (the node goes on syncing from genesis). A node past genesis skips the fetch. It
+ * also runs the background validation daemon (`backgroundValidation`): a node on an assumed snapshot
+ * validates the history below it.
  */
 export const snapshotsAtStart = (
   config: { readonly snapshot?: string; readonly snapshotId?: string },
   params: NetworkParams,
-): Layer.Layer<never, never, Chain | Snapshots> =>
+): Layer.Layer<never, never, Chain | Snapshots | SigVerifier> =>
   Layer.scopedDiscard(
     Effect.gen(function* () {
       if (config.snapshot !== undefined) yield* serveIfRunning(config.snapshot)
+      yield* Effect.forkScoped(Effect.interruptible(backgroundValidation(params)))
       const id = config.snapshotId
       if (id === undefined) return
       yield* Effect.forkScoped(

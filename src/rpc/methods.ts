@@ -110,6 +110,7 @@ export const chainMethods = (ctx: RpcContext) => {
             mediantime: tip.medianTimePast,
             initialblockdownload: sync.initialBlockDownload,
             verificationprogress: sync.verificationProgress,
+            warnings: sync.warnings,
           }
         }),
       "chain state: tip, work, sync progress",

@@ -12,22 +12,28 @@ import { Snapshots } from "../../src/actors/Snapshots.js"
 import { SpamFilter } from "../../src/actors/SpamFilter.js"
 import { Wallet } from "../../src/actors/Wallet.js"
 import { decodeAddress } from "../../src/consensus/address.js"
-import { blockHashOf } from "../../src/consensus/hash.js"
-import { MUHASH_EMPTY, muhashFinalize } from "../../src/consensus/muhash.js"
+import { blockHashOf, sha256 } from "../../src/consensus/hash.js"
+import { MUHASH_EMPTY, muhashAdd, muhashFinalize } from "../../src/consensus/muhash.js"
 import { regtest, testnet } from "../../src/consensus/params.js"
-import { snapshotLayout } from "../../src/consensus/snapshot.js"
+import {
+  decodeChunk,
+  encodeChunk,
+  entryElement,
+  makeSnapshotHeader,
+  snapshotLayout,
+} from "../../src/consensus/snapshot.js"
 import { ChainStore, type ChainStoreService, makeMemoryStore } from "../../src/layers/ChainStore.js"
 import { layerDefault, loadDefaultBackend } from "../../src/layers/Signatures.js"
 import * as SigVerifier from "../../src/layers/SigVerifier.js"
 import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import { dumpTxOutSet, loadTxOutSet, openSnapshotFile, startFromSnapshot } from "../../src/node/snapshot.js"
 import { snapshotMethods } from "../../src/rpc/snapshotMethods.js"
-import { type Block, encodeBlock } from "../../src/schema/block.js"
+import { type Block, encodeBlock, encodeHeader } from "../../src/schema/block.js"
 import { encodeCoin } from "../../src/schema/coin.js"
 import { toHex } from "../../src/schema/hex.js"
-import type { PublicKey } from "../../src/schema/primitives.js"
+import type { Amount, Height, PublicKey } from "../../src/schema/primitives.js"
 import { pay, TestChain, testKey } from "../support/chain.js"
-import { quiet, type SimNode, simConfig, simTime, startNode, waitUntil } from "../support/simnet.js"
+import { advance, quiet, type SimNode, simConfig, simTime, startNode, waitUntil } from "../support/simnet.js"
 
 const backend = loadDefaultBackend().backend
 const miner = testKey(backend, 1)
@@ -156,13 +162,22 @@ describe("dumptxoutset / loadtxoutset", () => {
       const replayed = yield* fresh((store) =>
         submitAll(above.blocks.slice(1)).pipe(Effect.zipRight(stateOf(store))),
       )
-      const followed = yield* fresh((store) =>
+      const { followed, toFetch } = yield* fresh((store) =>
         Effect.gen(function* () {
+          const chain = yield* Chain
           yield* loadTxOutSet(file, regtest, result.snapshot_id)
+          // with the headers above the base known, Sync is offered only the blocks above it
+          const last = yield* chain.submitHeaders(beyond.map((b) => b.header))
+          const toFetch = yield* chain.blocksToFetch(last.last.hash, {
+            max: 100,
+            window: 1000,
+            exclude: new Set(),
+          })
           yield* submitAll(beyond)
-          return yield* stateOf(store)
+          return { followed: yield* stateOf(store), toFetch: toFetch.map((b) => b.height) }
         }),
       )
+      expect(toFetch).toEqual([BASE + 1, BASE + 2, BASE + 3, BASE + 4, BASE + 5])
       expect(followed.height).toBe(BASE + beyond.length)
       expect(followed).toEqual(replayed)
     }),
@@ -371,8 +386,8 @@ describe("a node started from a snapshot on a simulated network", () => {
           "30 seconds",
         )
         expect(yield* commitmentOf(b)).toEqual(yield* commitmentOf(a))
-        expect(received.length).toBeGreaterThanOrEqual(10)
-        expect(received.filter((h) => !aboveHex.has(h))).toEqual([])
+        // every block above the base arrived (blocks below it, if any yet, are the background check's)
+        expect(new Set(received.filter((h) => aboveHex.has(h))).size).toBe(10)
       }),
     ),
   )
@@ -465,6 +480,111 @@ describe("snapshot chunks over P2P", () => {
           const peers = yield* d.run(Effect.flatMap(Network, (n) => n.peers))
           expect(peers.map((p) => p.info.addr.host).sort()).toEqual(["10.0.0.1", "10.0.2.1"])
           expect(yield* d.run(Effect.flatMap(SpamFilter, (f) => f.isBanned("10.0.3.1")))).toBe(true)
+          // D follows the tip before its background check of blocks 1..120 is done; then the check agrees
+          const statusOf = (node: SimNode) =>
+            node.run(
+              Effect.map(
+                Effect.flatMap(Chain, (ch) => ch.snapshot),
+                Option.map((s) => s.status),
+              ),
+            )
+          expect(yield* statusOf(d)).toEqual(Option.some("assumed"))
+          yield* waitUntil(
+            Effect.map(statusOf(d), (s) => Option.getOrUndefined(s) === "validated"),
+            "120 seconds",
+            "100 millis",
+          )
+          expect((yield* d.run(Effect.flatMap(Chain, (ch) => ch.syncStatus))).warnings).toBe("")
+        }),
+      ),
+  )
+})
+
+describe("background validation below a snapshot", () => {
+  const mineAt = (node: SimNode, n: number) =>
+    node.run(
+      Effect.gen(function* () {
+        const address = yield* (yield* Wallet).newAddress
+        const key = Either.getOrThrow(decodeAddress(regtest.hrp, address)) as PublicKey
+        return yield* (yield* Miner).generate(n, key)
+      }),
+    )
+  const tipHeight = (node: SimNode) =>
+    node.run(
+      Effect.map(
+        Effect.flatMap(Chain, (c) => c.tip),
+        (t) => t.height,
+      ),
+    )
+
+  it.scoped(
+    "a snapshot with a coin the history never made loads, then the check disagrees and the node halts",
+    () =>
+      quiet(
+        Effect.gen(function* () {
+          yield* simTime
+          const sim = yield* makeSimNetwork({ seed: 7, defaultLink: { latency: "20 millis" } })
+          const configA = simConfig("10.0.0.1")
+          const a = yield* startNode(sim, { ...configA, limits: { ...configA.limits, maxOutbound: 0 } })
+          yield* mineAt(a, 110)
+          const dir = tmpDir()
+          const file = path.join(dir, "utxo.snap")
+          yield* a.run(dumpTxOutSet(file, regtest))
+          // the forger adds one coin to the set and recomputes every hash: a self-consistent snapshot
+          const forged = path.join(dir, "forged.snap")
+          const real = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const s = yield* openSnapshotFile(file, regtest)
+              return { header: s.header, headers: s.headers!, chunk: yield* s.chunk(0) }
+            }),
+          )
+          const entries = [
+            ...Either.getOrThrow(decodeChunk(real.chunk)),
+            {
+              txid: new Uint8Array(32).fill(0xff),
+              index: 0,
+              coin: {
+                value: 5_000_000_000n as Amount,
+                pubkey: new Uint8Array(32).fill(7) as PublicKey,
+                height: 1 as Height,
+                coinbase: false,
+              },
+            },
+          ]
+          const chunk = encodeChunk(entries)
+          const { header, bytes } = makeSnapshotHeader({
+            ...real.header,
+            coinCount: entries.length,
+            txoutsetHash: muhashFinalize(muhashAdd(MUHASH_EMPTY, entries.map(entryElement))),
+            chunkHashes: [sha256(chunk)],
+          })
+          fs.writeFileSync(forged, Buffer.concat([bytes, ...real.headers.map(encodeHeader), chunk]))
+          const d = yield* startNode(sim, {
+            ...simConfig("10.0.5.1", ["10.0.0.1"]),
+            snapshot: forged,
+            snapshotHash: toHex(header.snapshotId),
+          })
+          expect(yield* tipHeight(d)).toBe(110)
+          yield* mineAt(a, 3)
+          yield* waitUntil(
+            Effect.map(tipHeight(d), (h) => h === 113),
+            "30 seconds",
+          )
+          yield* waitUntil(
+            Effect.map(
+              d.run(Effect.flatMap(Chain, (c) => c.snapshot)),
+              (s) => Option.getOrUndefined(s)?.status === "failed",
+            ),
+            "120 seconds",
+            "100 millis",
+          )
+          const status = yield* d.run(Effect.flatMap(Chain, (c) => c.syncStatus))
+          expect(status.warnings).toContain("disagrees")
+          // it stops processing blocks: the next ones stay away
+          yield* mineAt(a, 2)
+          yield* advance("10 seconds", "100 millis")
+          expect(yield* tipHeight(d)).toBe(113)
+          expect(yield* tipHeight(a)).toBe(115)
         }),
       ),
   )
