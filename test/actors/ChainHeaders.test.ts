@@ -366,12 +366,14 @@ describe("Chain actor: headers-first sync", () => {
           headers: 0,
           initialBlockDownload: true,
           verificationProgress: 1,
+          warnings: "",
         })
         yield* chain.submitHeaders(mainHeaders)
         expect(yield* chain.syncStatus).toEqual({
           headers: 2000,
           initialBlockDownload: true,
           verificationProgress: 0,
+          warnings: "",
         })
         // block 600 is 24 h 20 min older than the clock: still downloading
         yield* submitAll(blocksOf(main, 1, 600))
@@ -379,6 +381,7 @@ describe("Chain actor: headers-first sync", () => {
           headers: 2000,
           initialBlockDownload: true,
           verificationProgress: 0.3,
+          warnings: "",
         })
         // block 700 is 22 h 40 min old: out of initial block download
         yield* submitAll(blocksOf(main, 601, 700))
@@ -386,6 +389,7 @@ describe("Chain actor: headers-first sync", () => {
           headers: 2000,
           initialBlockDownload: false,
           verificationProgress: 0.35,
+          warnings: "",
         })
         // the tip grows old again, but the node never goes back into initial block download
         yield* TestClock.adjust("30 days")
