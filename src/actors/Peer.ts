@@ -23,6 +23,8 @@ import {
   type GetCFiltersMessage,
   type GetDataMessage,
   type GetProofMessage,
+  type GetSnapshotInfoMessage,
+  type GetSnapshotMessage,
   HeadersMessage,
   INV_BLOCK,
   INV_TX,
@@ -31,6 +33,7 @@ import {
   MAX_GETCFHEADERS,
   MAX_GETCFILTERS,
   MAX_HEADERS,
+  MAX_SNAPSHOT_CHUNK_BYTES,
   NotFoundMessage,
   PingMessage,
   PongMessage,
@@ -341,6 +344,22 @@ export const run = (
         })
 
       /**
+       * serveSnapshotRequest answers getsnapinfo/getsnapshot from the Snapshots service (issue 9) at the
+       * pace the peer reads; a chunk request is charged a whole chunk's bytes to the peer's byte bucket
+       * (as a getproof is charged its block), so a chunk flood slows to the pace of a peer sending us
+       * that much. Without the service, or for a snapshot not served here, there is no answer.
+       */
+      const serveSnapshotRequest = (peer: PeerHandle, msg: GetSnapshotInfoMessage | GetSnapshotMessage) =>
+        Effect.gen(function* () {
+          if (Option.isNone(snapshots) || !(yield* drained)) return
+          if (msg._tag === "getsnapshot") {
+            const pause = yield* guard.throttle(MAX_SNAPSHOT_CHUNK_BYTES)
+            if (pause > 0) yield* Effect.sleep(Duration.millis(pause))
+          }
+          yield* snapshots.value.serveRequest(peer, msg)
+        })
+
+      /**
        * serveGetProof answers a getproof with a merkle proof of those of its txids the block holds
        * (issue 9), read from storage like a getdata's block; an unknown block gets no answer.
        */
@@ -430,7 +449,7 @@ export const run = (
             return serveGetData(msg)
           case "getsnapinfo":
           case "getsnapshot":
-            return Option.isSome(snapshots) ? snapshots.value.serveRequest(peer, msg) : Effect.void
+            return serveSnapshotRequest(peer, msg)
           case "snapinfo":
           case "snapchunk":
             return Option.isSome(snapshots) ? snapshots.value.receive(peer, msg) : Effect.void
