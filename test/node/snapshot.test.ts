@@ -589,3 +589,40 @@ describe("background validation below a snapshot", () => {
       ),
   )
 })
+
+describe("a snapshot load interrupted by a crash", () => {
+  it.effect(
+    "coins written before the tip moved are wiped at the next start; a committed load keeps its base row",
+    () =>
+      Effect.gen(function* () {
+        yield* setClock
+        const { file, result } = yield* dumped(tmpDir())
+        // a crash mid-load: the "loading" row and some coins, the tip still at genesis
+        const crashed = makeMemoryStore()
+        yield* Effect.gen(function* () {
+          yield* crashed.table("snapshot").put("loading", new Uint8Array(64))
+          yield* crashed.putCoins([[`${"ab".repeat(32)}:0`, source.utxos.coins.values().next().value!]])
+        })
+        const after = yield* stateOf(crashed).pipe(Effect.provide(chainLayer(crashed)))
+        expect(after).toEqual(genesisState)
+        expect(Option.isNone(yield* crashed.table("snapshot").get("loading"))).toBe(true)
+
+        // a crash after the tip commit but before the rows: the next start writes the base row
+        const committed = makeMemoryStore()
+        yield* loadTxOutSet(file, regtest, result.snapshot_id).pipe(Effect.provide(chainLayer(committed)))
+        const base = Option.getOrThrow(yield* committed.table("snapshot").get("base"))
+        yield* committed.table("snapshot").write([
+          ["base", undefined],
+          ["loading", Uint8Array.from([...base.subarray(0, 32), ...base.subarray(69, 101)])],
+        ])
+        const restarted = yield* Effect.gen(function* () {
+          return { state: yield* stateOf(committed), snapshot: yield* (yield* Chain).snapshot }
+        }).pipe(Effect.provide(chainLayer(committed)))
+        expect(restarted.state.height).toBe(BASE)
+        expect(restarted.state.commitment).toBe(result.txoutset_hash)
+        expect(
+          Option.map(restarted.snapshot, (s) => [toHex(s.snapshotId), toHex(s.txoutsetHash), s.status]),
+        ).toEqual(Option.some([result.snapshot_id, result.txoutset_hash, "assumed"]))
+      }),
+  )
+})
