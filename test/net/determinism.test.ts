@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either, Layer, Random, TestContext } from "effect"
+import { Effect, Either, Layer, Random, Scheduler, TestContext } from "effect"
 import { Chain } from "../../src/actors/Chain.js"
 import { Mempool } from "../../src/actors/Mempool.js"
 import { Miner } from "../../src/actors/Miner.js"
@@ -185,7 +185,14 @@ const run = (seed: number): Effect.Effect<Run, unknown> =>
       const hash = createHash("sha256").update(lines.join("\n")).digest("hex")
       return { lines: [...lines], hash, tip, registrations, paid: balance === 5_000_000n }
     }),
-  ).pipe(Effect.withRandom(Random.make(seed)), Effect.provide(TestContext.TestContext), quiet)
+  ).pipe(
+    Effect.withRandom(Random.make(seed)),
+    // microtasks only: Effect's default scheduler defers to a real setTimeout after 2,048 turns, which
+    // races the harness's setImmediate turns under load
+    Effect.withScheduler(new Scheduler.MixedScheduler(Number.MAX_SAFE_INTEGER)),
+    Effect.provide(TestContext.TestContext),
+    quiet,
+  )
 
 /** firstDifference is the first line where two traces part, for a readable failure. */
 const firstDifference = (x: ReadonlyArray<string>, y: ReadonlyArray<string>): string | undefined => {
