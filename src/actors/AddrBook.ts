@@ -1,5 +1,6 @@
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Random } from "effect"
 import { ChainStore, type KeyedTable } from "../layers/ChainStore.js"
+import * as Entropy from "../layers/Entropy.js"
 import type { Endpoint } from "../layers/Transport.js"
 import type { PeerAddress } from "../schema/config.js"
 import { toHex } from "../schema/hex.js"
@@ -234,13 +235,16 @@ const logStorage = <A>(what: string, fallback: A) =>
     Effect.as(Effect.logWarning(`addr book: ${what} failed: ${e.message}`), fallback),
   )
 
-/** loadSecret reads the bucket secret, making and storing a fresh one on first start. */
+/**
+ * loadSecret reads the bucket secret, making and storing a fresh one on first start. It comes from
+ * Entropy (the OS CSPRNG in production): bucket placement must be unguessable, or an attacker could
+ * aim its addresses at chosen buckets (Effect's Random is a seeded PRNG, fit only for the draws below).
+ */
 const loadSecret = (table: KeyedTable) =>
   Effect.gen(function* () {
     const stored = yield* table.get(secretKey)
     if (Option.isSome(stored) && stored.value.length === secretBytes) return stored.value
-    const secret = new Uint8Array(secretBytes)
-    for (let i = 0; i < secretBytes; i++) secret[i] = yield* Random.nextIntBetween(0, 256)
+    const secret = yield* Entropy.bytes(secretBytes)
     yield* table.put(secretKey, secret)
     return secret
   })
@@ -277,14 +281,7 @@ export const make = (config: AddrBookConfig) =>
       const now = yield* nowSeconds
       const secret = yield* loadSecret(table).pipe(
         logStorage("reading the bucket secret", undefined),
-        Effect.flatMap((s) =>
-          s !== undefined
-            ? Effect.succeed(s)
-            : Effect.map(
-                Random.nextIntBetween(0, 256).pipe(Effect.replicateEffect(secretBytes)),
-                Uint8Array.from,
-              ),
-        ),
+        Effect.flatMap((s) => (s !== undefined ? Effect.succeed(s) : Entropy.bytes(secretBytes))),
       )
       const book = new Addrman(config.tables, secret, makeRng(yield* Random.nextIntBetween(0, 2 ** 31)))
       const udp = new UdpAddrTable(config.udp, makeRng(yield* Random.nextIntBetween(0, 2 ** 31)))

@@ -213,7 +213,7 @@ const network = (config: NodeConfig, options: NodeOptions) => {
       ...(options.relay ?? RelayActor.defaultRelayConfig),
       ...(config.role === "light" ? { requestTransactions: false } : {}),
     }),
-    AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig),
+    AddrBookActor.layer(AddrBookActor.defaultAddrBookConfig).pipe(Layer.provide(entropyOf(options))),
     SnapshotsActor.layer(SnapshotsActor.defaultSnapshotsConfig(networks[config.network])),
   )
   return PeerManager.layer({ ...netConfigOf(config), ...options.net }).pipe(
