@@ -47,8 +47,23 @@ const tick = Effect.gen(function* () {
   yield* Effect.yieldNow()
 })
 
-/** drain gives the actor's fiber a few turns. */
-const drain = Effect.forEach([1, 2, 3, 4, 5, 6, 7, 8], () => Effect.yieldNow(), { discard: true })
+/** turn is one turn of the real event loop: every fiber woken so far runs. */
+const turn = Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve)))
+
+/**
+ * until gives the actor event-loop turns until `check` holds, failing after 500 (no sleeping and no
+ * fixed number of turns: a loaded machine only takes more of them)
+ */
+const until = (what: string, check: Effect.Effect<boolean>) =>
+  Effect.gen(function* () {
+    for (let i = 0; i < 500; i++) {
+      if (yield* check) return
+      yield* turn
+    }
+    return yield* Effect.dieMessage(`never happened: ${what}`)
+  })
+const sent = (p: FakePeer, command: Parameters<FakePeer["sentOf"]>[0]) =>
+  Effect.sync(() => p.sentOf(command).length > 0)
 
 /** honest answers a peer's getcfheaders/getcfilters/getdata for `c` (optionally lying about one block's filter hash). */
 const answers = (c: TestChain, lieAt?: number) => {
@@ -104,6 +119,10 @@ describe("LightClient", () => {
         yield* client.peerConnected(honest)
         yield* client.peerConnected(liar)
         yield* tick
+        yield* until(
+          "both asked for filter headers",
+          Effect.zipWith(sent(honest, "getcfheaders"), sent(liar, "getcfheaders"), (x, y) => x && y),
+        )
 
         // both are asked for the filter headers of the whole range
         const stop = c.tip
@@ -114,12 +133,12 @@ describe("LightClient", () => {
         }
         yield* client.receive(honest, answers(c).cfheaders(1, stop))
         yield* client.receive(liar, answers(c, 102).cfheaders(1, stop))
-        yield* drain
+        yield* until("the disputed block asked for", sent(honest, "getdata"))
         // they disagree at block 102: the client fetches it and checks its filter itself
         const [dispute] = honest.sentOf("getdata")
         expect(dispute!.items.map((i) => toHex(i.hash))).toEqual([toHex(c.hashes[102]!)])
         yield* client.receiveBlock(honest, encodeBlock(c.blocks[102]!))
-        yield* drain
+        yield* until("the filters asked for", sent(honest, "getcfilters"))
         expect(liar.misbehaviors.map((m) => m._tag)).toEqual(["Lied"])
         expect(liar.disconnected).toMatch(/filter header/)
         expect(honest.misbehaviors).toEqual([])
@@ -129,11 +148,14 @@ describe("LightClient", () => {
         expect(getFilters).toMatchObject({ startHeight: 1 })
         honest.clear()
         for (const f of answers(c).cfilters(1, stop)) yield* client.receive(honest, f)
-        yield* drain
+        yield* until("the matching block asked for", sent(honest, "getdata"))
         const fetched = honest.sentOf("getdata").flatMap((g) => g.items.map((i) => toHex(i.hash)))
         expect(fetched).toEqual([toHex(c.hashes[102]!)])
         yield* client.receiveBlock(honest, encodeBlock(c.blocks[102]!))
-        yield* drain
+        yield* until(
+          "the scan at 105",
+          Effect.map(client.status, (s) => s.height === 105),
+        )
 
         expect(behind.sent).toEqual([])
         const status = yield* client.status
@@ -196,13 +218,17 @@ describe("LightClient", () => {
                     yield* client.receiveBlock(peer, encodeBlock(c.blocks[at]!))
                   }
               }
-              yield* drain
+              // the actor answers each message in turn: wait until it asked something new or is done
+              for (let i = 0; i < 50 && peer.sent.length === 0; i++) yield* turn
             }
           })
 
         yield* tick
         yield* serve(a)
-        expect((yield* client.status).height).toBe(103)
+        yield* until(
+          "branch A scanned",
+          Effect.map(client.status, (st) => st.height === 103),
+        )
         let coins = 0
         yield* client.forEachCoin(() => coins++)
         expect(coins).toBe(1)
@@ -212,6 +238,10 @@ describe("LightClient", () => {
         yield* chain.submitHeaders(b.blocks.slice(102).map((x) => x.header))
         yield* tick
         yield* serve(b)
+        yield* until(
+          "branch B scanned",
+          Effect.map(client.status, (st) => st.height === 105),
+        )
         const status = yield* client.status
         expect(status.height).toBe(105)
         expect(toHex(status.hash)).toBe(toHex(b.tip))
