@@ -228,12 +228,27 @@ export const make = (config: SnapshotsConfig) =>
         }),
       )
 
+    /**
+     * readChunk reads one served chunk synchronously (≤ 810 kB, about a millisecond, like an LMDB
+     * read): an answer never waits on the event loop's I/O, so a simulated network under TestClock
+     * sees it arrive at once, however loaded the machine.
+     */
     const readChunk = (s: SnapshotFileHeader, index: number) =>
-      Effect.scoped(
-        Effect.flatMap(openHandle(s.file), (h) =>
-          readAt(h, s.file, s.layout.chunkAt(index), chunkBytesOf(s.header, index)),
-        ),
-      )
+      Effect.try({
+        try: () => {
+          const length = chunkBytesOf(s.header, index)
+          const buffer = new Uint8Array(length)
+          const fd = fs.openSync(s.file, "r")
+          try {
+            if (fs.readSync(fd, buffer, 0, length, s.layout.chunkAt(index)) !== length)
+              throw new Error(`${s.file} is truncated`)
+          } finally {
+            fs.closeSync(fd)
+          }
+          return buffer
+        },
+        catch: ioError(`reading ${s.file}`),
+      })
 
     const serveRequest = (peer: PeerHandle, msg: GetSnapshotInfoMessage | GetSnapshotMessage) =>
       Effect.gen(function* () {
