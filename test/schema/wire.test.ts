@@ -248,6 +248,11 @@ describe("wire messages", () => {
     expect(events[1]).toMatchObject({ _tag: "Message", message: block })
   })
 
+  it("every command name fits the frame header's 12-byte command field", () => {
+    // a longer name would be cut to 12 bytes on the wire, which the receiver cannot decode
+    expect(COMMANDS.filter((c) => c.length > 12)).toEqual([])
+  })
+
   it("per-command caps follow the entry caps and fit a 4 MB frame", () => {
     expect(maxPayloadBytes("inv")).toBe(3 + MAX_INV_ENTRIES * 36)
     expect(maxPayloadBytes("getdata")).toBe(3 + MAX_INV_ENTRIES * 36)
