@@ -110,6 +110,8 @@ export interface SimReport {
   readonly traffic: ReadonlyArray<NodeTraffic>
   readonly traceHash: string
   readonly traceMessages: number
+  /** sleepers the clock woke: the timers and delayed deliveries the run cost */
+  readonly clockWakes: number
   readonly invariants: ReadonlyArray<InvariantResult>
   readonly ok: boolean
 }
@@ -319,6 +321,7 @@ export const runSim = (options: SimOptions, hooks: RunHooks = {}): Effect.Effect
       traffic: [],
       traceHash: "",
       traceMessages: 0,
+      clockWakes: sim.wakes,
       invariants: [failed],
       ok: false,
     }
@@ -613,6 +616,7 @@ const body = (options: SimOptions, clock: SimClock) =>
       })),
       traceHash: recorder.trace.digest("hex"),
       traceMessages: recorder.messages,
+      clockWakes: clock.wakes,
       invariants,
       ok: invariants.every((i) => i.ok),
     }

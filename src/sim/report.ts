@@ -33,7 +33,7 @@ export const formatText = (r: SimReport): string => {
     `  block propagation: ${percentileLine(r.propagation)}`,
     `  messages per node sent: ${spread(r.traffic.map((t) => t.messagesSent))}; received: ${spread(r.traffic.map((t) => t.messagesReceived))}`,
     `  bytes per node sent: ${spread(r.traffic.map((t) => t.bytesSent))}; received: ${spread(r.traffic.map((t) => t.bytesReceived))}`,
-    `  trace ${r.traceHash} (${r.traceMessages} messages)`,
+    `  trace ${r.traceHash} (${r.traceMessages} messages, ${r.clockWakes} timer wakes)`,
     "invariants:",
     ...r.invariants.map((i) => `  ${i.ok ? "ok  " : "FAIL"} ${i.name}: ${i.detail}`),
   ]
