@@ -251,18 +251,32 @@ const hashesAt = (node: SimNode, heights: ReadonlyArray<number>) =>
     ),
   )
 
-/** DefectLog collects what the nodes logged at Error level or above, and any log carrying a defect. */
-const makeDefectLogger = (defects: Array<string>, verbose: boolean) =>
-  Logger.make(({ logLevel, message, cause }) => {
-    const text = Array.isArray(message) ? message.map(String).join(" ") : String(message)
-    if (verbose)
-      console.error(`[${logLevel.label}] ${text}${Cause.isEmpty(cause) ? "" : `\n${Cause.pretty(cause)}`}`)
-    if (LogLevel.greaterThanEqual(logLevel, LogLevel.Error) || Cause.isDie(cause)) {
-      defects.push(
-        `${logLevel.label}: ${text}${Cause.isEmpty(cause) ? "" : ` — ${Cause.pretty(cause).split("\n")[0]}`}`,
-      )
-    }
-  })
+/**
+ * captureDefects runs `effect` with its logs (and every fiber's it forks) going to `defects` instead
+ * of the console: whatever is logged at Error level or above (an actor crash is), and any log whose
+ * cause holds a defect. A fiber that ends with an unhandled failure is logged at Warning with its
+ * cause, so a defect there counts and an expected failure (a reset connection) does not. `verbose`
+ * also prints every log at Warning and above to stderr.
+ */
+export const captureDefects =
+  (defects: Array<string>, verbose: boolean) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> => {
+    const logger = Logger.make(({ logLevel, message, cause }) => {
+      const text = Array.isArray(message) ? message.map(String).join(" ") : String(message)
+      if (verbose)
+        console.error(`[${logLevel.label}] ${text}${Cause.isEmpty(cause) ? "" : `\n${Cause.pretty(cause)}`}`)
+      if (LogLevel.greaterThanEqual(logLevel, LogLevel.Error) || Cause.isDie(cause)) {
+        defects.push(
+          `${logLevel.label}: ${text}${Cause.isEmpty(cause) ? "" : ` — ${Cause.pretty(cause).split("\n")[0]}`}`,
+        )
+      }
+    })
+    return effect.pipe(
+      Effect.locally(FiberRef.currentLoggers, HashSet.make(logger)),
+      Logger.withMinimumLogLevel(LogLevel.Warning),
+      Effect.locally(FiberRef.unhandledErrorLogLevel, Option.some(LogLevel.Warning)),
+    )
+  }
 
 /** RunHooks let a caller watch a run (tests). */
 export interface RunHooks {
@@ -280,12 +294,9 @@ export const runSim = (options: SimOptions, hooks: RunHooks = {}): Effect.Effect
     const realStart = yield* Clock.currentTimeMillis
     const sim = new SimClock(SIM_EPOCH)
     const defects: Array<string> = []
-    const logger = makeDefectLogger(defects, hooks.verbose === true)
     const exit = yield* Effect.exit(
       withShutdown(body(options, sim), sim, defects).pipe(
-        Effect.locally(FiberRef.currentLoggers, HashSet.make(logger)),
-        Logger.withMinimumLogLevel(LogLevel.Warning),
-        Effect.locally(FiberRef.unhandledErrorLogLevel, Option.some(LogLevel.Warning)),
+        captureDefects(defects, hooks.verbose === true),
         Effect.withRandom(Random.make(options.seed)),
         Effect.withClock(sim.clock),
         Effect.withScheduler(scheduler),

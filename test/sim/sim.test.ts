@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Either } from "effect"
+import { Data, Effect, Either, Fiber } from "effect"
 import {
   decodeScenario,
   defaultSimOptions,
@@ -8,7 +8,7 @@ import {
   type SimOptions,
 } from "../../src/sim/options.js"
 import { formatText, replayCommand } from "../../src/sim/report.js"
-import { runSim, type SimReport } from "../../src/sim/Simulator.js"
+import { captureDefects, runSim, type SimReport } from "../../src/sim/Simulator.js"
 
 const options = (o: Partial<SimOptions>): SimOptions => ({ ...defaultSimOptions, ...o })
 
@@ -139,6 +139,29 @@ describe("the sim command: N real nodes on a simulated network, seeded", () => {
         const flags = replayCommand(r).split(" -- ")[1]!
         const partition = /--partition (\S+)/.exec(flags)![1]!
         expect(parsePartition(partition)).toEqual(Either.right(r.options.partitions[0]))
+      }),
+  )
+})
+
+class Reset extends Data.TaggedError("Reset")<{ readonly detail: string }> {}
+
+describe("the no-uncaught-error invariant's evidence", () => {
+  it.effect(
+    "a fiber dying with a defect and an actor's crash log count; a fiber ending with an expected failure does not",
+    () =>
+      Effect.gen(function* () {
+        const defects: Array<string> = []
+        yield* Effect.gen(function* () {
+          const died = yield* Effect.fork(Effect.dieMessage("invariant broken"))
+          const failed = yield* Effect.fork(Effect.fail(new Reset({ detail: "connection reset" })))
+          yield* Fiber.await(died)
+          yield* Fiber.await(failed)
+          yield* Effect.logWarning("peer 3: slow")
+          yield* Effect.logError("actor chain crashed; restarting")
+        }).pipe(captureDefects(defects, false))
+        expect(defects).toHaveLength(2)
+        expect(defects[0]).toMatch(/^WARN: Fiber terminated with an unhandled error — .*invariant broken/)
+        expect(defects[1]).toBe("ERROR: actor chain crashed; restarting")
       }),
   )
 })
