@@ -28,7 +28,8 @@ import { keyOf } from "../consensus/utxo.js"
 import { ChainStore, type KeyedTable, type StorageError } from "../layers/ChainStore.js"
 import { Keystore } from "../layers/Keystore.js"
 import { type Block, encodeBlock } from "../schema/block.js"
-import { type Coin, decodeCoin, encodeCoin } from "../schema/coin.js"
+import { decodeWith, type Reader, varintSize, Writer } from "../schema/codec.js"
+import { COIN_BYTES, type Coin, decodeCoin, encodeCoin } from "../schema/coin.js"
 import { bytesEqual, fromHex, toHex } from "../schema/hex.js"
 import type { BlockHash, Height, TxId } from "../schema/primitives.js"
 import {
@@ -44,6 +45,7 @@ import {
 } from "../schema/wire.js"
 import * as Actor from "./Actor.js"
 import { Chain, ChainEvent } from "./Chain.js"
+import { KeyWindow } from "./keyWindow.js"
 import type { PeerHandle, PeerId } from "./net.js"
 import { Misbehavior } from "./spamPolicy.js"
 import { defaultLookahead, type WalletSourceService } from "./Wallet.js"
@@ -151,8 +153,8 @@ interface State {
   readonly filterHeaders: Array<Uint8Array>
   /** hex hashes of scanned blocks that touched the wallet (their transactions are stored) */
   readonly matched: Set<string>
-  readonly keys: Map<string, number>
-  derived: number
+  /** the wallet's keys, watched as the Wallet does (same keystore, same lookahead) */
+  readonly window: KeyWindow
   readonly peers: Map<PeerId, Peer>
   batch: Batch | undefined
   /**
@@ -184,55 +186,51 @@ interface Stored {
   readonly spent: ReadonlyArray<readonly [string, Coin]>
 }
 
+/** a stored row: varbytes block (coinbase and wallet transactions), then count ‖ (outpoint key, coin)… */
+const MAX_STORED_BYTES = 8_000_000
+
 const encodeStored = (s: Stored): Uint8Array => {
   const block = encodeBlock(s.block)
   const spent = s.spent.map(([key, coin]) => [new TextEncoder().encode(key), encodeCoin(coin)] as const)
-  const size = 4 + block.length + 4 + spent.reduce((n, [k, c]) => n + 2 + k.length + c.length, 0)
-  const out = new Uint8Array(size)
-  const view = new DataView(out.buffer)
-  let at = 0
-  view.setUint32(at, block.length)
-  out.set(block, (at += 4))
-  at += block.length
-  view.setUint32(at, spent.length)
-  at += 4
+  const w = new Writer(
+    varintSize(block.length) +
+      block.length +
+      varintSize(spent.length) +
+      spent.reduce((n, [k, c]) => n + varintSize(k.length) + k.length + c.length, 0),
+  )
+  w.varBytes(block)
+  w.varint(spent.length)
   for (const [k, c] of spent) {
-    view.setUint16(at, k.length)
-    out.set(k, (at += 2))
-    at += k.length
-    out.set(c, at)
-    at += c.length
+    w.varBytes(k)
+    w.raw(c)
   }
-  return out
+  return w.finish()
+}
+
+const readStored = (r: Reader) => {
+  const block = r.varBytes("stored.block", MAX_STORED_BYTES)
+  const n = r.count("stored.spent", 1_000_000, 1 + COIN_BYTES)
+  const spent: Array<readonly [string, Uint8Array]> = []
+  for (let i = 0; i < n; i++) {
+    const key = new TextDecoder().decode(r.varBytes("stored.key", 80))
+    spent.push([key, r.bytesN(COIN_BYTES, "stored.coin")])
+  }
+  return { block, spent }
 }
 
 /** decodeStored reads our own row back; undefined for a corrupt one (then the reorg restores less). */
 const decodeStored = (bytes: Uint8Array): Stored | undefined => {
-  try {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-    let at = 0
-    const blockLength = view.getUint32(at)
-    at += 4
-    const decoded = decodeBlockWithTxids(bytes.subarray(at, at + blockLength))
-    if (Either.isLeft(decoded)) return undefined
-    at += blockLength
-    const n = view.getUint32(at)
-    at += 4
-    const spent: Array<readonly [string, Coin]> = []
-    for (let i = 0; i < n; i++) {
-      const k = view.getUint16(at)
-      at += 2
-      const key = new TextDecoder().decode(bytes.subarray(at, at + k))
-      at += k
-      const coin = decodeCoin(bytes.subarray(at, at + 45))
-      at += 45
-      if (Either.isLeft(coin)) return undefined
-      spent.push([key, coin.right])
-    }
-    return { block: decoded.right.block, txids: decoded.right.txids, spent }
-  } catch {
-    return undefined
+  const row = decodeWith("stored", MAX_STORED_BYTES, readStored)(bytes)
+  if (Either.isLeft(row)) return undefined
+  const decoded = decodeBlockWithTxids(row.right.block)
+  if (Either.isLeft(decoded)) return undefined
+  const spent: Array<readonly [string, Coin]> = []
+  for (const [key, raw] of row.right.spent) {
+    const coin = decodeCoin(raw)
+    if (Either.isLeft(coin)) return undefined
+    spent.push([key, coin.right])
   }
+  return { block: decoded.right.block, txids: decoded.right.txids, spent }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -295,19 +293,9 @@ export const make = (
 
     // -- keys and the watch list ---------------------------------------------------------------
 
-    const deriveUpTo = (state: State, upTo: number) => {
-      for (; state.derived < upTo; state.derived++) {
-        state.keys.set(toHex(keystore.publicKey(state.derived)), state.derived)
-      }
-    }
-    const ownerOf = (state: State, pubkey: Uint8Array): number | undefined => {
-      const index = state.keys.get(toHex(pubkey))
-      if (index !== undefined && index + lookahead >= state.derived) deriveUpTo(state, index + 1 + lookahead)
-      return index
-    }
     /** watchItems: every watched key and every coin's outpoint, as the filters hash them */
     const watchItems = (state: State): Array<Uint8Array> => [
-      ...[...state.keys.keys()].map((hex) => keyItem(fromHex(hex)!)),
+      ...[...state.window.keys.keys()].map((hex) => keyItem(fromHex(hex)!)),
       ...[...coins.keys()].map((key) => {
         const [txid, n] = key.split(":")
         return outpointItem(fromHex(txid!)!, Number(n))
@@ -506,6 +494,8 @@ export const make = (
           const index = tipOf(state) + 1 - batch.start
           if (index >= batch.hashes.length) {
             state.batch = undefined
+            const best = yield* chain.bestHeader
+            yield* Effect.logInfo(`light: filters checked to height ${tipOf(state)} of ${best.height}`)
             return yield* follow(state)
           }
           const filter = batch.filters[index]
@@ -594,7 +584,7 @@ export const make = (
               }
             }
             tx.outputs.forEach((output, vout) => {
-              if (ownerOf(state, output.pubkey) === undefined) return
+              if (state.window.ownerOf(output.pubkey) === undefined) return
               const key = `${txHex}:${vout}`
               const coin: Coin = {
                 value: output.value,
@@ -698,13 +688,12 @@ export const make = (
         chain: loaded.path,
         filterHeaders: loaded.headers,
         matched: new Set([...rows.keys()].filter((k) => k.startsWith("blk:")).map((k) => k.slice(4))),
-        keys: new Map(),
-        derived: 0,
+        window: new KeyWindow(keystore.publicKey, lookahead),
         peers: new Map(),
         batch: undefined,
         ahead: undefined,
       }
-      deriveUpTo(state, (yield* keystore.count) + lookahead)
+      state.window.deriveUpTo((yield* keystore.count) + lookahead)
       const height = tipOf(state)
       yield* Ref.set(tipRef, { hash: state.chain[height]!, height })
       yield* Effect.logInfo(`light: scanned to height ${height}; ${coins.size} wallet coins`)
@@ -750,7 +739,7 @@ export const make = (
           }
           case "Tick":
             // new keys handed out since: watch them too
-            deriveUpTo(state, (yield* keystore.count) + lookahead)
+            state.window.deriveUpTo((yield* keystore.count) + lookahead)
             yield* retry(state)
             if (state.batch === undefined) yield* follow(state)
             else if (state.batch.asked.size === 0) yield* askHeaders(state)

@@ -537,6 +537,8 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
     const handleTick = (state: State) =>
       Effect.gen(function* () {
         yield* checkTimeouts(state)
+        // a light node downloads no blocks: its tip stays at genesis, a progress line would mislead
+        if (config.downloadBlocks === false) return
         const at = yield* now
         if (at - state.lastProgressAt < progressMs) return
         state.lastProgressAt = at

@@ -28,6 +28,7 @@ import type { Amount, BlockHash, Height, PublicKey, TxId } from "../schema/primi
 import { encodeTx, type Tx, type TxIn, type TxOut, txSize } from "../schema/tx.js"
 import * as Actor from "./Actor.js"
 import { Chain, type ChainEvent } from "./Chain.js"
+import { KeyWindow } from "./keyWindow.js"
 import { Mempool, type MempoolEvent } from "./Mempool.js"
 
 /**
@@ -212,9 +213,8 @@ const poolCoin = (txid: TxId, vout: number, output: TxOut, keyIndex: number, tru
 })
 
 interface State {
-  /** our x-only keys (hex) → key index, for indexes [0, derived) */
-  readonly keys: Map<string, number>
-  derived: number
+  /** the keys we watch (the keystore's handed-out ones plus the lookahead) */
+  readonly window: KeyWindow
   /** the height of the last chain event applied */
   tipHeight: number
   /** coins in the UTXO set at the chain state we have applied, by outpoint key */
@@ -336,20 +336,6 @@ export const make = (config: WalletConfig) =>
 
     // -- keys -------------------------------------------------------------------------------------------
 
-    /** deriveUpTo watches keys [0, upTo). */
-    const deriveUpTo = (state: State, upTo: number) => {
-      for (; state.derived < upTo; state.derived++) {
-        state.keys.set(toHex(keystore.publicKey(state.derived)), state.derived)
-      }
-    }
-
-    /** ownerOf is the key index paid by `pubkey`, if ours; a payment near the end of the window widens it. */
-    const ownerOf = (state: State, pubkey: Uint8Array): number | undefined => {
-      const index = state.keys.get(toHex(pubkey))
-      if (index !== undefined && index + lookahead >= state.derived) deriveUpTo(state, index + 1 + lookahead)
-      return index
-    }
-
     // -- applying events ---------------------------------------------------------------------------------
 
     const confirmations = (state: State, coin: OwnCoin): number =>
@@ -380,7 +366,7 @@ export const make = (config: WalletConfig) =>
         }
       }
       tx.outputs.forEach((output, vout) => {
-        const keyIndex = ownerOf(state, output.pubkey)
+        const keyIndex = state.window.ownerOf(output.pubkey)
         if (keyIndex === undefined) return
         state.unconfirmed.set(`${hex}:${vout}`, poolCoin(txid, vout, output, keyIndex, trusted))
       })
@@ -412,7 +398,7 @@ export const make = (config: WalletConfig) =>
         tx.outputs.forEach((output, vout) => {
           const key = `${hex}:${vout}`
           state.unconfirmed.delete(key)
-          const keyIndex = ownerOf(state, output.pubkey)
+          const keyIndex = state.window.ownerOf(output.pubkey)
           if (keyIndex === undefined) return
           state.confirmed.set(key, {
             txid,
@@ -448,12 +434,12 @@ export const make = (config: WalletConfig) =>
           const hex = toHex(txid)
           for (let vout = 0; vout < tx.outputs.length; vout++) state.confirmed.delete(`${hex}:${vout}`)
           if (t === 0) continue
-          if (tx.outputs.some((o) => state.keys.has(toHex(o.pubkey)))) payingUs.push([txid, tx])
+          if (tx.outputs.some((o) => state.window.keys.has(toHex(o.pubkey)))) payingUs.push([txid, tx])
           for (const input of tx.inputs) {
             const key = keyOf(input.prevout)
             const coin = chain.coin(key)
             if (coin === undefined) continue
-            const keyIndex = ownerOf(state, coin.pubkey)
+            const keyIndex = state.window.ownerOf(coin.pubkey)
             if (keyIndex === undefined) continue
             state.confirmed.set(key, ownCoin(input.prevout.txid, input.prevout.index, coin, keyIndex))
             restored.push(key)
@@ -486,7 +472,7 @@ export const make = (config: WalletConfig) =>
       Effect.gen(function* () {
         // A wallet that cannot record the keys it hands out must not hand them out: a defect.
         const index = yield* keystore.nextIndex.pipe(Effect.orDie)
-        deriveUpTo(state, index + 1 + lookahead)
+        state.window.deriveUpTo(index + 1 + lookahead)
         return encodeAddress(params.hrp, keystore.publicKey(index))
       })
 
@@ -583,7 +569,7 @@ export const make = (config: WalletConfig) =>
           const index = yield* keystore.nextIndex.pipe(
             Effect.mapError((e) => walletError(WalletErrorCode.Wallet, "keystore", e.message)),
           )
-          deriveUpTo(state, index + 1 + lookahead)
+          state.window.deriveUpTo(index + 1 + lookahead)
           const change: TxOut = {
             value: plan.change as Amount,
             pubkey: keystore.publicKey(index) as PublicKey,
@@ -644,26 +630,25 @@ export const make = (config: WalletConfig) =>
 
     const initial = Effect.gen(function* () {
       const state: State = {
-        keys: new Map(),
-        derived: 0,
+        window: new KeyWindow(keystore.publicKey, lookahead),
         tipHeight: 0,
         confirmed: new Map(),
         unconfirmed: new Map(),
         spentByPool: new Map(),
       }
-      deriveUpTo(state, (yield* keystore.count) + lookahead)
+      state.window.deriveUpTo((yield* keystore.count) + lookahead)
       const tip = yield* chain.tip
       state.tipHeight = tip.height
       yield* chain
         .forEachCoin((key, coin) => {
-          const keyIndex = ownerOf(state, coin.pubkey)
+          const keyIndex = state.window.ownerOf(coin.pubkey)
           if (keyIndex === undefined) return
           const [txidHex, vout] = key.split(":")
           state.confirmed.set(key, ownCoin(fromHex(txidHex!)! as TxId, Number(vout), coin, keyIndex))
         })
         .pipe(Effect.orDie)
       for (const [key, output, txid] of yield* mempool.outputs) {
-        const keyIndex = ownerOf(state, output.pubkey)
+        const keyIndex = state.window.ownerOf(output.pubkey)
         if (keyIndex === undefined) continue
         const entry = yield* mempool.get(txid)
         const trusted = Option.exists(entry, (e) =>
@@ -680,7 +665,7 @@ export const make = (config: WalletConfig) =>
       }
       yield* SubscriptionRef.set(processed, toHex(tip.hash))
       yield* Effect.logInfo(
-        `wallet: watching ${state.derived} keys; ${state.confirmed.size} confirmed and ${state.unconfirmed.size} unconfirmed coins at height ${tip.height}`,
+        `wallet: watching ${state.window.derived} keys; ${state.confirmed.size} confirmed and ${state.unconfirmed.size} unconfirmed coins at height ${tip.height}`,
       )
       return state
     })

@@ -148,7 +148,8 @@ export const netConfigOf = (config: NodeConfig): PeerManager.NetConfig => ({
     userAgent: userAgent(VERSION),
     handshakeTimeout: Duration.seconds(config.limits.handshakeTimeoutSeconds),
   },
-  listen: config.listen,
+  // a light node serves no blocks: it neither listens nor announces an address others would dial
+  listen: config.role === "light" ? undefined : config.listen,
   connect: config.connect,
   addnode: config.addnode,
   maxOutbound: config.limits.maxOutbound,

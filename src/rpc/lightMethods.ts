@@ -2,11 +2,11 @@ import { Effect, Option, Schema } from "effect"
 import { Chain } from "../actors/Chain.js"
 import { LightClient } from "../actors/LightClient.js"
 import { medianTimePast } from "../consensus/pow.js"
-import { fromHex, toHex } from "../schema/hex.js"
+import { toHex } from "../schema/hex.js"
 import type { BlockHash } from "../schema/primitives.js"
-import { chainMethods, difficulty, type RpcContext } from "./methods.js"
+import { type ChainView, chainMethods, difficulty, type RpcContext, tipMethods } from "./methods.js"
 import { verifytxoutproofMethod } from "./proofMethods.js"
-import { method, methodNotFound, RpcError } from "./Server.js"
+import { method, methodNotFound } from "./Server.js"
 
 /**
  * lightMethods are a light node's chain methods (issue 9, CONTRACT.md: "A light node answers the
@@ -50,9 +50,6 @@ const client = Effect.flatMap(Effect.serviceOption(LightClient), (o) =>
     : Effect.dieMessage("lightChainMethods: no LightClient (not a light node)"),
 )
 
-const hash = Schema.String.pipe(Schema.pattern(/^[0-9a-fA-F]{64}$/))
-const NonNegativeInt = Schema.Number.pipe(Schema.int(), Schema.nonNegative())
-
 /** lightChainMethods replaces chainMethods on a light node. */
 export const lightChainMethods = (ctx: RpcContext) => {
   const params = ctx.params
@@ -71,6 +68,15 @@ export const lightChainMethods = (ctx: RpcContext) => {
     }
     return { status, entry, mtp: medianTimePast(times) }
   })
+
+  /** the light node's chain: the LightClient's scanned chain (every block checked against the filters) */
+  const scannedView: ChainView<never> = {
+    tip: Effect.map(
+      Effect.flatMap(client, (l) => l.status),
+      (st) => ({ hash: st.hash, height: st.height }),
+    ),
+    hashAt: (height) => Effect.flatMap(client, (l) => l.hashAt(height)),
+  }
 
   const light = [
     method(
@@ -95,65 +101,7 @@ export const lightChainMethods = (ctx: RpcContext) => {
         }),
       "chain state from headers: the scanned tip (filters checked), the best header",
     ),
-    method(
-      "getblockcount",
-      Schema.Tuple(),
-      () =>
-        Effect.map(
-          Effect.flatMap(client, (l) => l.status),
-          (s) => s.height,
-        ),
-      "height of the scanned tip",
-    ),
-    method(
-      "getbestblockhash",
-      Schema.Tuple(),
-      () =>
-        Effect.map(
-          Effect.flatMap(client, (l) => l.status),
-          (s) => toHex(s.hash),
-        ),
-      "hash of the scanned tip",
-    ),
-    method(
-      "getblockhash",
-      Schema.Tuple(NonNegativeInt),
-      ([height]) =>
-        Effect.gen(function* () {
-          const h = yield* (yield* client).hashAt(height)
-          if (Option.isNone(h)) return yield* new RpcError({ code: -8, message: "Block height out of range" })
-          return toHex(h.value)
-        }),
-      "hash of the scanned chain's block at a height",
-      ["height"],
-    ),
-    method(
-      "getblockheader",
-      Schema.Tuple(hash),
-      ([h]) =>
-        Effect.gen(function* () {
-          const entry = yield* (yield* Chain).entry(fromHex(h.toLowerCase()) as BlockHash)
-          if (Option.isNone(entry)) return yield* new RpcError({ code: -5, message: "Block not found" })
-          const e = entry.value
-          const lightClient = yield* client
-          const status = yield* lightClient.status
-          const at = yield* lightClient.hashAt(e.height)
-          const onChain = Option.exists(at, (x) => toHex(x) === toHex(e.hash))
-          return {
-            hash: toHex(e.hash),
-            height: e.height,
-            confirmations: onChain ? status.height - e.height + 1 : -1,
-            previousblockhash: toHex(e.header.prev),
-            merkleroot: toHex(e.header.merkleRoot),
-            time: e.header.time,
-            bits: e.header.bits.toString(16).padStart(8, "0"),
-            nonce: e.header.nonce,
-            chainwork: e.chainwork.toString(16).padStart(64, "0"),
-          }
-        }),
-      "a block header",
-      ["blockhash"],
-    ),
+    ...tipMethods(scannedView),
   ]
 
   const unavailable = UNAVAILABLE.map(([name, why]) =>

@@ -63,6 +63,79 @@ const mempoolError = (e: { readonly _tag: string; readonly message: string; read
 
 const walletError = (e: WalletError) => new RpcError({ code: e.code, message: e.message })
 
+/** headerJson is a header as getblockheader/getblock show it; `confirmations` -1 off the view's chain. */
+export const headerJson = (
+  entry: { hash: BlockHash; height: number; header: Block["header"]; active: boolean },
+  tipHeight: number,
+) => ({
+  hash: toHex(entry.hash),
+  height: entry.height,
+  confirmations: entry.active ? tipHeight - entry.height + 1 : -1,
+  previousblockhash: toHex(entry.header.prev),
+  merkleroot: toHex(entry.header.merkleRoot),
+  time: entry.header.time,
+  bits: entry.header.bits.toString(16).padStart(8, "0"),
+  nonce: entry.header.nonce,
+})
+
+const parseHash = (s: string) => fromHex(s.toLowerCase()) as BlockHash
+
+/**
+ * ChainView is the chain the tip methods report: a full node's active chain (`activeChainView`), or
+ * a light node's scanned chain. Headers themselves come from the Chain's index either way.
+ */
+export interface ChainView<R> {
+  readonly tip: Effect.Effect<{ readonly hash: BlockHash; readonly height: number }, never, R>
+  readonly hashAt: (height: number) => Effect.Effect<Option.Option<BlockHash>, never, R>
+}
+
+/** activeChainView: the Chain actor's active chain. */
+export const activeChainView: ChainView<Chain> = {
+  tip: Effect.flatMap(Chain, (c) => c.tip),
+  hashAt: (height) => Effect.flatMap(Chain, (c) => c.hashAt(height)),
+}
+
+/** tipMethods: getblockcount, getbestblockhash, getblockhash, getblockheader over a ChainView. */
+export const tipMethods = <R>(view: ChainView<R>) => [
+  method("getblockcount", Schema.Tuple(), () => Effect.map(view.tip, (t) => t.height), "height of the tip"),
+  method(
+    "getbestblockhash",
+    Schema.Tuple(),
+    () => Effect.map(view.tip, (t) => toHex(t.hash)),
+    "hash of the tip",
+  ),
+  method(
+    "getblockhash",
+    Schema.Tuple(NonNegativeInt),
+    ([height]) =>
+      Effect.gen(function* () {
+        const h = yield* view.hashAt(height)
+        if (Option.isNone(h)) return yield* invalidParameter("Block height out of range")
+        return toHex(h.value)
+      }),
+    "hash of the chain's block at a height",
+    ["height"],
+  ),
+  method(
+    "getblockheader",
+    Schema.Tuple(hash),
+    ([h]) =>
+      Effect.gen(function* () {
+        const entry = yield* (yield* Chain).entry(parseHash(h))
+        if (Option.isNone(entry)) return yield* notFound("Block not found")
+        const e = entry.value
+        const at = yield* view.hashAt(e.height)
+        const active = Option.exists(at, (x) => toHex(x) === toHex(e.hash))
+        return {
+          ...headerJson({ ...e, active }, (yield* view.tip).height),
+          chainwork: e.chainwork.toString(16).padStart(64, "0"),
+        }
+      }),
+    "a block header",
+    ["blockhash"],
+  ),
+]
+
 /** chainMethods: blockchain, mempool, mining and control methods (CONTRACT.md). */
 export const chainMethods = (ctx: RpcContext) => {
   const params = ctx.params
@@ -76,21 +149,6 @@ export const chainMethods = (ctx: RpcContext) => {
       const { block, txids } = Either.getOrThrow(decodeBlockWithTxids(bytes.value))
       return { entry: entry.value, block, txids, bytes: bytes.value }
     })
-  const headerJson = (
-    entry: { hash: BlockHash; height: number; header: Block["header"]; active: boolean },
-    tipHeight: number,
-  ) => ({
-    hash: toHex(entry.hash),
-    height: entry.height,
-    confirmations: entry.active ? tipHeight - entry.height + 1 : -1,
-    previousblockhash: toHex(entry.header.prev),
-    merkleroot: toHex(entry.header.merkleRoot),
-    time: entry.header.time,
-    bits: entry.header.bits.toString(16).padStart(8, "0"),
-    nonce: entry.header.nonce,
-  })
-  const parseHash = (s: string) => fromHex(s.toLowerCase()) as BlockHash
-
   return [
     method(
       "getblockchaininfo",
@@ -115,55 +173,7 @@ export const chainMethods = (ctx: RpcContext) => {
         }),
       "chain state: tip, work, sync progress",
     ),
-    method(
-      "getblockcount",
-      Schema.Tuple(),
-      () =>
-        Effect.map(
-          Effect.flatMap(Chain, (c) => c.tip),
-          (t) => t.height,
-        ),
-      "height of the tip",
-    ),
-    method(
-      "getbestblockhash",
-      Schema.Tuple(),
-      () =>
-        Effect.map(
-          Effect.flatMap(Chain, (c) => c.tip),
-          (t) => toHex(t.hash),
-        ),
-      "hash of the tip",
-    ),
-    method(
-      "getblockhash",
-      Schema.Tuple(NonNegativeInt),
-      ([height]) =>
-        Effect.gen(function* () {
-          const h = yield* (yield* Chain).hashAt(height)
-          if (Option.isNone(h)) return yield* invalidParameter("Block height out of range")
-          return toHex(h.value)
-        }),
-      "hash of the active chain's block at a height",
-      ["height"],
-    ),
-    method(
-      "getblockheader",
-      Schema.Tuple(hash),
-      ([h]) =>
-        Effect.gen(function* () {
-          const chain = yield* Chain
-          const entry = yield* chain.entry(parseHash(h))
-          if (Option.isNone(entry)) return yield* notFound("Block not found")
-          const tip = yield* chain.tip
-          return {
-            ...headerJson(entry.value, tip.height),
-            chainwork: entry.value.chainwork.toString(16).padStart(64, "0"),
-          }
-        }),
-      "a block header",
-      ["blockhash"],
-    ),
+    ...tipMethods(activeChainView),
     method(
       "getblock",
       Schema.Tuple(hash, Schema.optionalElement(Schema.Literal(0, 1, 2))),
