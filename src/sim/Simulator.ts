@@ -140,7 +140,8 @@ class Recorder {
 
   constructor(
     count: number,
-    private readonly now: () => number,
+    /** now is simulated ms since the network was built */
+    readonly now: () => number,
   ) {
     this.traffic = Array.from({ length: count }, () => ({
       sent: 0,
@@ -459,11 +460,13 @@ const body = (options: SimOptions, clock: SimClock) =>
     const mine = (k: number) =>
       Effect.gen(function* () {
         const i = minerNodes[k]!
+        const address = addresses[i]
         const key =
-          options.txRate > 0
-            ? Either.getOrThrow(decodeAddress(regtest.hrp, addresses[i]!))
-            : minerKey(options.seed, i)
-        const at = now()
+          address === undefined
+            ? minerKey(options.seed, i)
+            : Either.getOrThrow(decodeAddress(regtest.hrp, address))
+        // the recorder's time, which the arrivals are measured in
+        const at = recorder.now()
         const hashes = yield* nodes[i]!.run(Effect.flatMap(Miner, (m) => m.generate(1, key))).pipe(
           Effect.catchAll((e) => Effect.as(Effect.logWarning(`sim: node ${i} could not mine: ${e}`), [])),
         )

@@ -38,7 +38,9 @@ describe("the sim command: N real nodes on a simulated network, seeded", () => {
         expect(r.invariants[2]!.detail).toMatch(/^[1-9]\d* confirmed transaction/)
         // every block mined in the run reached the 5 other nodes, over 50 ms links
         expect(r.propagation.samples).toBe(5 * r.blocksMined)
-        expect(r.propagation.p50).toBeGreaterThanOrEqual(50)
+        // one or two hops of 50 ms each way (headers, getdata, block): at least 150 ms, under a second
+        expect(r.propagation.p50).toBeGreaterThanOrEqual(150)
+        expect(r.propagation.max).toBeLessThan(1_000)
         expect(r.traffic).toHaveLength(6)
         for (const t of r.traffic) expect(t.messagesSent).toBeGreaterThan(0)
         expect(r.traceHash).toMatch(/^[0-9a-f]{64}$/)
