@@ -137,6 +137,11 @@ interface PeerState {
   readonly notFound: Set<string>
   /** headers messages in a row that did not connect */
   unconnecting: number
+  /**
+   * when (Clock ms) our last getheaders to it went out, until an answer connects: announcements that
+   * do not connect meanwhile are blocks it found while answering, not misbehaviour
+   */
+  headersAskedAt: number | undefined
 }
 
 interface Stall {
@@ -223,6 +228,7 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
       known: new Set(),
       notFound: new Set(),
       unconnecting: 0,
+      headersAskedAt: undefined,
     })
 
     const now = Clock.currentTimeMillis
@@ -236,6 +242,7 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
       Effect.gen(function* () {
         const locator = yield* chain.locator
         const fromParent = locator.length > 1 ? locator.slice(1) : locator
+        ps.headersAskedAt = yield* now
         yield* ps.handle.send(new GetHeadersMessage({ locator: [...fromParent], stop }))
       })
 
@@ -417,11 +424,18 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
     const handleHeaders = (state: State, ps: PeerState, headers: ReadonlyArray<BlockHeader>) =>
       Effect.gen(function* () {
         // an empty answer: the peer has nothing after our locator
-        if (headers.length === 0) return
+        if (headers.length === 0) {
+          ps.headersAskedAt = undefined
+          return
+        }
         const submitted = yield* Effect.either(chain.submitHeaders(headers))
         if (Either.isLeft(submitted)) {
           const e = submitted.left
           if (e.reason === "prev-blk-not-found") {
+            // while our getheaders is unanswered, the peer's announcements cannot connect yet (it
+            // mines or learns blocks faster than we catch up): neither counted nor asked again
+            const asked = ps.headersAskedAt
+            if (asked !== undefined && (yield* now) - asked < blockTimeoutMs) return
             ps.unconnecting++
             if (ps.unconnecting > maxUnconnecting)
               return yield* drop(state, ps, "too many unconnecting headers")
@@ -437,11 +451,13 @@ export const make = (config: SyncConfig): Effect.Effect<SyncService, never, Chai
           return yield* Effect.logDebug(`peer ${ps.handle.info.id}: headers refused: ${e.message}`)
         }
         ps.unconnecting = 0
+        ps.headersAskedAt = undefined
         for (const h of headers.slice(-KNOWN_FROM_HEADERS))
           remember(ps.known, toHex(headerHash(h)), maxKnown, true)
         yield* updateBestKnown(ps, submitted.right.last)
         // a full batch: the peer has more; continue from where it ended
         if (headers.length >= MAX_HEADERS) {
+          ps.headersAskedAt = yield* now
           yield* ps.handle.send(
             new GetHeadersMessage({ locator: [submitted.right.last.hash], stop: ZERO_HASH }),
           )

@@ -468,7 +468,7 @@ describe("Sync actor: misbehaving peers", () => {
   }
 
   it.scoped(
-    "headers that do not connect are answered with our locator, ten times, then the peer is dropped",
+    "headers that do not connect are ignored while our getheaders is unanswered; once it is late each is answered with our locator, ten times, then the peer is dropped",
     () =>
       run(
         Effect.gen(function* () {
@@ -480,10 +480,21 @@ describe("Sync actor: misbehaving peers", () => {
             { headers: [remote.blocks[50]!.header] },
             { disableValidation: true },
           )
+          // our getheaders from the connect is unanswered: its announcements cannot connect yet (a peer
+          // mining faster than we catch up): not counted, and no getheaders storm
           for (let i = 0; i < 10; i++) yield* sync.receive(r.peer, orphan)
           yield* settle([r], 500)
+          expect(r.peer.sentOf("getheaders").length).toBe(1)
+          // once a getheaders is late (the block timeout, 60 s), an unconnecting message counts and is
+          // answered with a locator (which is then awaited in turn)
+          for (let i = 0; i < 10; i++) {
+            yield* TestClock.adjust("61 seconds")
+            yield* sync.receive(r.peer, orphan)
+            yield* settle([r], 50)
+          }
           expect(r.peer.sentOf("getheaders").length).toBe(11)
           expect(r.peer.disconnected).toBeUndefined()
+          yield* TestClock.adjust("61 seconds")
           yield* sync.receive(r.peer, orphan)
           yield* pumpUntil(
             [r],

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Duration, Effect, Either, Option, Random } from "effect"
+import { Duration, Effect, Either, Option, Random, TestClock } from "effect"
 import { Chain } from "../../src/actors/Chain.js"
 import { Mempool } from "../../src/actors/Mempool.js"
 import { Miner } from "../../src/actors/Miner.js"
@@ -12,7 +12,7 @@ import { makeSimNetwork } from "../../src/layers/TransportSim.js"
 import { toHex } from "../../src/schema/hex.js"
 import type { PublicKey } from "../../src/schema/primitives.js"
 import { INV_BLOCK, INV_TX } from "../../src/schema/wire.js"
-import { quiet, type SimNode, simConfig, simTime, startNode, waitUntil } from "../support/simnet.js"
+import { quiet, type SimNode, settle, simConfig, simTime, startNode, waitUntil } from "../support/simnet.js"
 
 /** mineAt mines `n` blocks at `node` paying a fresh address of its wallet. */
 const mineAt = (node: SimNode, n: number) =>
@@ -271,5 +271,40 @@ describe("P2P network on a simulated network (TestClock)", () => {
         ),
       ),
     180_000,
+  )
+
+  it.scoped(
+    "a node catching up with a peer that keeps mining is not dropped for the announcements it cannot connect yet",
+    () =>
+      quiet(
+        Effect.gen(function* () {
+          yield* simTime
+          const sim = yield* makeSimNetwork({ seed: 7, defaultLink: { latency: "200 millis" } })
+          const quietA = simConfig("10.0.0.1")
+          const a = yield* startNode(sim, { ...quietA, limits: { ...quietA.limits, maxOutbound: 0 } })
+          yield* mineAt(a, 300)
+          const b = yield* startNode(sim, simConfig("10.0.1.1", ["10.0.0.1"]))
+          yield* waitUntil(
+            Effect.map(peerCount(b), (n) => n === 1),
+            "5 seconds",
+          )
+          const [first] = yield* b.run(Effect.flatMap(Network, (n) => n.peers))
+          // A mines 300 more, one at a time, while B is still catching up: each block is announced to
+          // B, often as a header that does not connect to B's tree yet
+          for (let i = 0; i < 300; i++) {
+            yield* mineAt(a, 1)
+            yield* TestClock.adjust("5 millis")
+            yield* settle
+          }
+          yield* waitUntil(
+            Effect.map(tipOf(b), (t) => t.height === 600),
+            "120 seconds",
+            "100 millis",
+          )
+          const [still] = yield* b.run(Effect.flatMap(Network, (n) => n.peers))
+          expect(still?.info.id).toBe(first!.info.id)
+        }),
+      ),
+    { timeout: 60_000 },
   )
 })
