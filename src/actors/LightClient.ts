@@ -376,12 +376,18 @@ export const make = (
           }
           state.ahead = { bestHex, fork: height, hashes: [...path].reverse() }
         }
-        while (tipOf(state) > height) yield* disconnectTip(state)
-        if (path.length === 0) return
-        if (state.batch !== undefined && state.batch.start === height + 1) {
-          const last = state.batch.hashes[state.batch.hashes.length - 1]!
-          if (path.some((h) => bytesEqual(h, last))) return // the batch is still on the best chain
+        if (tipOf(state) > height) {
+          // a reorg below the scanned tip: whatever batch was running was on the old branch
+          state.batch = undefined
+          while (tipOf(state) > height) yield* disconnectTip(state)
         }
+        if (state.batch !== undefined) {
+          // the running batch goes on while its last block is still ahead on the best chain
+          const last = state.batch.hashes[state.batch.hashes.length - 1]!
+          if (path.some((h) => bytesEqual(h, last))) return
+          state.batch = undefined
+        }
+        if (path.length === 0) return
         const hashes = path.reverse().slice(0, config.batch)
         state.batch = {
           start: height + 1,
@@ -741,8 +747,9 @@ export const make = (
             // new keys handed out since: watch them too
             state.window.deriveUpTo((yield* keystore.count) + lookahead)
             yield* retry(state)
-            if (state.batch === undefined) yield* follow(state)
-            else if (state.batch.asked.size === 0) yield* askHeaders(state)
+            // every tick, not only between batches: a reorg may take the running batch's blocks away
+            yield* follow(state)
+            if (state.batch !== undefined && state.batch.asked.size === 0) yield* askHeaders(state)
             break
         }
         return state

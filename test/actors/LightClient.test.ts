@@ -262,4 +262,44 @@ describe("LightClient", () => {
         expect(gone.block.txs.length).toBe(2)
       }).pipe(Effect.provide(servicesLayer())),
   )
+
+  it.scoped("a reorg while a batch is running replaces it: the old branch's answers are ignored", () =>
+    Effect.gen(function* () {
+      const base = new TestChain(regtest, backend, miner)
+      base.mine(101)
+      const a = base.clone()
+      a.mine(2)
+      const b = base.clone()
+      // another time in B's first block: another branch from 102 on
+      b.connect(b.candidate([], { time: b.times[b.times.length - 1]! + 61 }))
+      b.mine(3)
+      yield* TestClock.setTime((b.times[b.times.length - 1]! + 3600) * 1000)
+      const chain = yield* Chain
+      yield* chain.submitHeaders(a.blocks.slice(1).map((x) => x.header))
+      const client = yield* LightClientActor.make(config)
+      const peer = filterPeer(1)
+      yield* client.peerConnected(peer)
+      yield* tick
+      yield* until("a batch for branch A", sent(peer, "getcfheaders"))
+      const [forA] = peer.sentOf("getcfheaders")
+      expect(toHex(forA!.stopHash)).toBe(toHex(a.tip))
+      peer.clear()
+      // branch B overtakes before A's filter headers come: the next tick starts a batch for B
+      yield* chain.submitHeaders(b.blocks.slice(102).map((x) => x.header))
+      yield* tick
+      yield* until("a batch for branch B", sent(peer, "getcfheaders"))
+      const [forB] = peer.sentOf("getcfheaders")
+      expect(toHex(forB!.stopHash)).toBe(toHex(b.tip))
+      // A's late answer is ignored; B's is taken and the scan ends on B
+      yield* client.receive(peer, answers(a).cfheaders(1, a.tip))
+      yield* client.receive(peer, answers(b).cfheaders(1, b.tip))
+      yield* until("B's filters asked for", sent(peer, "getcfilters"))
+      for (const f of answers(b).cfilters(1, b.tip)) yield* client.receive(peer, f)
+      yield* until(
+        "branch B scanned",
+        Effect.map(client.status, (st) => st.height === 105 && toHex(st.hash) === toHex(b.tip)),
+      )
+      expect(peer.misbehaviors).toEqual([])
+    }).pipe(Effect.provide(servicesLayer())),
+  )
 })
