@@ -85,7 +85,8 @@ export const lightChainMethods = (ctx: RpcContext) => {
       () =>
         Effect.gen(function* () {
           const { status, entry, mtp } = yield* tipInfo
-          const headers = (yield* (yield* Chain).bestHeader).height
+          const chain = yield* Chain
+          const headers = (yield* chain.bestHeader).height
           return {
             chain: params.name === "mainnet" ? "main" : params.name === "testnet" ? "test" : "regtest",
             blocks: status.height,
@@ -97,6 +98,8 @@ export const lightChainMethods = (ctx: RpcContext) => {
             initialblockdownload: status.height < headers,
             verificationprogress: headers === 0 ? 1 : status.height / headers,
             pruned: true,
+            // the same field as a full node's (a light node never loads a snapshot: empty unless the Chain says)
+            warnings: (yield* chain.syncStatus).warnings,
           }
         }),
       "chain state from headers: the scanned tip (filters checked), the best header",
