@@ -1,4 +1,4 @@
-import { Clock, Deferred, Duration, Effect, Exit, Layer, Mailbox, Random, type Scope } from "effect"
+import { Deferred, Duration, Effect, Exit, Layer, Mailbox, Random, type Scope } from "effect"
 import {
   DatagramError,
   type DatagramService,
@@ -266,6 +266,8 @@ export const makeDatagramSim = (
 ): Effect.Effect<DatagramSim, never, Scope.Scope> =>
   Effect.gen(function* () {
     const rng = Random.make(options.seed)
+    // the network's own time: a node whose clock is skewed (the simulator's --clock-skew) sends on it
+    const netClock = yield* Effect.clock
     const bufferSize = options.receiveBufferDatagrams ?? RECEIVE_BUFFER_DATAGRAMS
     const defaultLink: DatagramLinkOptions = options.defaultLink ?? { latency: Duration.zero }
     const links = new Map<string, DatagramLinkOptions>()
@@ -322,7 +324,7 @@ export const makeDatagramSim = (
         const link = linkFor(linkHosts[0], linkHosts[1])
         if (yield* roll(link.loss)) return
         const copies = (yield* roll(link.duplicate)) ? 2 : 1
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* netClock.currentTimeMillis
         const latency = Duration.toMillis(link.latency)
         let earliest = Number.POSITIVE_INFINITY
         for (let i = 0; i < copies; i++) {
@@ -415,7 +417,7 @@ export const makeDatagramSim = (
     const deliver: Effect.Effect<never> = Effect.gen(function* () {
       const fiberId = yield* Effect.fiberId
       while (true) {
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* netClock.currentTimeMillis
         // Synchronous from here until the wait, so no `schedule` can slip between the peek and `wake`.
         let top = heap.peek()
         while (top !== undefined && top.at <= now) {
@@ -465,7 +467,7 @@ export const makeDatagramSim = (
           return yield* schedule([host, to.host], socket.local, to, copy, nat)
         const toOwnPublic = to.host === nat.options.publicHost
         if (toOwnPublic && nat.options.hairpinning !== true) return
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* netClock.currentTimeMillis
         const mapping = translateOut(nat, socket.local, to, now)
         const from = { host: nat.options.publicHost, port: mapping.publicPort }
         yield* schedule([host, to.host], from, to, copy, toOwnPublic ? nat : undefined)
@@ -524,7 +526,7 @@ export const makeDatagramSim = (
         }
         natsByPublic.set(nat.publicHost, state)
         for (const host of nat.privateHosts) natsByPrivate.set(host, state)
-        const mappings = Effect.map(Clock.currentTimeMillis, (now) =>
+        const mappings = Effect.map(netClock.currentTimeMillis, (now) =>
           [...state.byPort.values()]
             .filter((m) => m.expiresAt > now)
             .map((m) => ({

@@ -1,4 +1,4 @@
-import { Clock, Duration, Effect, Exit, Fiber, Layer, Mailbox, Queue, Random, type Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Layer, Mailbox, Queue, Random, type Scope } from "effect"
 import {
   ACCEPT_BACKLOG,
   type Connection,
@@ -89,6 +89,8 @@ const pairKey = (a: string, b: string): string => (a < b ? `${a}\u0000${b}` : `$
 export const makeSimNetwork = (options: SimNetworkOptions): Effect.Effect<SimNetwork, never, Scope.Scope> =>
   Effect.gen(function* () {
     const netScope = yield* Effect.scope
+    // the network's own time: a node whose clock is skewed (the simulator's --clock-skew) sends on it
+    const netClock = yield* Effect.clock
     const rng = Random.make(options.seed)
     const receiveBufferChunks = options.receiveBufferChunks ?? READ_BUFFER_CHUNKS
     const defaultLink: LinkOptions = options.defaultLink ?? { latency: Duration.zero }
@@ -124,7 +126,7 @@ export const makeSimNetwork = (options: SimNetworkOptions): Effect.Effect<SimNet
       Effect.gen(function* () {
         while (true) {
           const segment = yield* Queue.take(pipe.segments)
-          const now = yield* Clock.currentTimeMillis
+          const now = yield* netClock.currentTimeMillis
           if (segment.at > now) yield* Effect.sleep(Duration.millis(segment.at - now))
           if ("fin" in segment) {
             yield* pipe.inbox.end
@@ -187,7 +189,7 @@ export const makeSimNetwork = (options: SimNetworkOptions): Effect.Effect<SimNet
             if (state.reset !== undefined) return yield* Effect.fail(state.reset)
             if (state.closed[side]) return yield* Effect.fail(closedError)
             const link = linkFor(state.hosts[0], state.hosts[1])
-            const now = yield* Clock.currentTimeMillis
+            const now = yield* netClock.currentTimeMillis
             const copy = bytes.slice()
             if (yield* roll(link.loss)) return
             const duplicate = yield* roll(link.duplicate)
@@ -208,7 +210,7 @@ export const makeSimNetwork = (options: SimNetworkOptions): Effect.Effect<SimNet
           state.closed[side] = true
           inPipe.inbox.unsafeDone(Exit.void)
           const link = linkFor(state.hosts[0], state.hosts[1])
-          const now = yield* Clock.currentTimeMillis
+          const now = yield* netClock.currentTimeMillis
           if (out.held !== undefined) enqueue(out, link, now, out.held)
           out.held = undefined
           enqueue(out, link, now, undefined)
