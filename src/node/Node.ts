@@ -68,7 +68,8 @@ const entropyOf = (options: NodeOptions): Layer.Layer<Entropy.Entropy> =>
 /** base is storage, signatures and the verification pool: what every role runs on. */
 const base = (config: NodeConfig, options: NodeOptions) => {
   // the LMDB layer keeps its files in <dataDir>/chainstate and locks the whole data directory
-  const store = config.storage === "lmdb" ? layerLmdb(config.dataDir) : layerMemory
+  // a simulation's crash-restart passes the store that outlives the node (`options.store`)
+  const store = options.store ?? (config.storage === "lmdb" ? layerLmdb(config.dataDir) : layerMemory)
   const verifier =
     options.verifier === "inline"
       ? layerInline().pipe(Layer.provide(layerDefault))
@@ -196,6 +197,11 @@ export interface NodeOptions {
    * simulations pass `Entropy.layerSeeded`, never a production node)
    */
   readonly entropy?: Layer.Layer<Entropy.Entropy>
+  /**
+   * the storage layer instead of the config's (simulations: one memory store kept across a node's
+   * crash and restart, as LMDB keeps its files)
+   */
+  readonly store?: Layer.Layer<ChainStore>
 }
 
 /**
