@@ -48,6 +48,16 @@ const options = {
     "converge-within",
     "bound on reaching one tip after the last heal and after mining stops (default 2m)",
   ),
+  crash: Options.text("crash").pipe(
+    Options.withDescription(
+      'kill nodes and restart them from their storage, "T1-T2:0-2" (node indices), repeatable',
+    ),
+    Options.repeated,
+  ),
+  clockSkew: optionalText(
+    "clock-skew",
+    'each node\'s clock off by a seeded amount within ±this, e.g. "60s" (default 0)',
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("print the report as JSON")),
   verbose: Options.boolean("verbose").pipe(Options.withDescription("print the nodes' warnings and errors")),
 }
@@ -74,6 +84,8 @@ const scenarioOfFlags = (f: Flags): Scenario => {
     bandwidth: pick(f.bandwidth),
     partition: f.partition.length > 0 ? f.partition : undefined,
     convergeWithin: pick(f.convergeWithin),
+    crash: f.crash.length > 0 ? f.crash : undefined,
+    clockSkew: pick(f.clockSkew),
   }
   return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as Scenario
 }

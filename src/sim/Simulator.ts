@@ -2,13 +2,16 @@ import { createHash } from "node:crypto"
 import {
   Cause,
   Clock,
+  type Context,
   Duration,
   Effect,
   Either,
+  ExecutionStrategy,
   Exit,
   Fiber,
   FiberRef,
   HashSet,
+  Layer,
   Logger,
   LogLevel,
   Option,
@@ -24,7 +27,7 @@ import { decodeAddress } from "../consensus/address.js"
 import { blockHashOf, txidOf } from "../consensus/hash.js"
 import { regtest } from "../consensus/params.js"
 import { outpointKey } from "../consensus/utxo.js"
-import { ChainStore } from "../layers/ChainStore.js"
+import { ChainStore, makeMemoryStore } from "../layers/ChainStore.js"
 import { makeDatagramSim } from "../layers/DatagramSim.js"
 import * as Entropy from "../layers/Entropy.js"
 import { makeSimNetwork } from "../layers/TransportSim.js"
@@ -33,6 +36,7 @@ import { toHex } from "../schema/hex.js"
 import type { PublicKey } from "../schema/primitives.js"
 import { encodeTx } from "../schema/tx.js"
 import { encodePayload, payloadSize } from "../schema/wire.js"
+import { type CrashRecord, drawSkews, offsetClock } from "./faults.js"
 import type { SimOptions } from "./options.js"
 import { SimClock, scheduler } from "./SimClock.js"
 import { P2P_PORT, type SimNode, simConfig, startNode, UDP_PORT } from "./simnet.js"
@@ -114,6 +118,10 @@ export interface SimReport {
   readonly clockWakes: number
   readonly invariants: ReadonlyArray<InvariantResult>
   readonly ok: boolean
+  /** each node's crash and restart (`--crash`), in the order they happened */
+  readonly crashes?: ReadonlyArray<CrashRecord>
+  /** each node's clock offset in ms (`--clock-skew`) */
+  readonly clockSkewMs?: ReadonlyArray<number>
 }
 
 /** percentiles of `values` (nearest rank). */
@@ -389,16 +397,85 @@ const body = (options: SimOptions, clock: SimClock) =>
       }
     }
     const recorder = new Recorder(options.nodes, () => clock.millis - t0)
-    const nodes: Array<SimNode> = []
+    // each node's storage and Entropy outlive it: a crash closes its scope, a restart builds it again over them
+    const skews = yield* drawSkews(options.seed, options.nodes, options.clockSkewMs ?? 0)
+    const parentScope = yield* Effect.scope
+    const boot = (p: Placement) =>
+      Effect.gen(function* () {
+        const scope = yield* Scope.fork(parentScope, ExecutionStrategy.sequential)
+        const nodeClock = offsetClock(clock.clock, skews[p.index]!)
+        const node = yield* Scope.extend(
+          startNode(tcp, configOf(p), {
+            datagramSim: udp,
+            entropy: Layer.succeedContext(entropies[p.index]!),
+            store: Layer.succeed(ChainStore, stores[p.index]!),
+            probe: (event) => recorder.observe(p.index, event),
+          }),
+          scope,
+        ).pipe(Effect.withClock(nodeClock))
+        const skewed: SimNode = {
+          ...node,
+          run: (effect) => node.run(effect).pipe(Effect.withClock(nodeClock)),
+        }
+        return { node: skewed, scope }
+      })
+    const stores = placements.map(() => makeMemoryStore())
+    const entropies: Array<Context.Context<Entropy.Entropy>> = []
     for (const p of placements) {
-      nodes.push(
-        yield* startNode(tcp, configOf(p), {
-          datagramSim: udp,
-          entropy: Entropy.layerSeeded(Entropy.deriveSeed(options.seed, p.host)),
-          probe: (event) => recorder.observe(p.index, event),
-        }),
-      )
+      entropies.push(yield* Layer.build(Entropy.layerSeeded(Entropy.deriveSeed(options.seed, p.host))))
     }
+    const nodes: Array<SimNode> = []
+    const scopes: Array<Scope.CloseableScope> = []
+    for (const p of placements) {
+      const booted = yield* boot(p)
+      nodes.push(booted.node)
+      scopes.push(booted.scope)
+    }
+    /** down: the crashed nodes, their scopes closing (until the fiber is done) */
+    const down = new Map<number, Fiber.RuntimeFiber<void>>()
+    const live = () => nodes.filter((_, i) => !down.has(i))
+    const crashSchedule = (options.crashes ?? []).flatMap((c) =>
+      c.nodes.map((i) => ({ ...c, node: i, crashed: false, restarted: false })),
+    )
+    const crashes: Array<CrashRecord> = []
+    const crashOrRestart = (t: number) =>
+      Effect.gen(function* () {
+        for (const c of crashSchedule) {
+          if (!c.crashed && c.startMs <= t) {
+            c.crashed = true
+            const heightAtCrash = (yield* nodes[c.node]!.run(Effect.flatMap(Chain, (ch) => ch.tip))).height
+            down.set(c.node, yield* Effect.fork(Scope.close(scopes[c.node]!, Exit.void)))
+            crashes.push({
+              node: c.node,
+              host: placements[c.node]!.host,
+              crashedAtMs: t,
+              restartedAtMs: undefined,
+              heightAtCrash,
+              heightAtRestart: undefined,
+            })
+          }
+          const closing = down.get(c.node)
+          if (c.crashed && !c.restarted && c.endMs <= t && closing !== undefined) {
+            // a node restarts once its old self has stopped (its finalizers may wait on timers)
+            if (Option.isNone(yield* Fiber.poll(closing))) {
+              if (t - c.endMs < SHUTDOWN_LIMIT_MS) continue
+              c.restarted = true
+              yield* Effect.logError(
+                `sim: node ${c.node} had not stopped ${SHUTDOWN_LIMIT_MS} ms after its crash`,
+              )
+              continue
+            }
+            c.restarted = true
+            const booted = yield* boot(placements[c.node]!)
+            nodes[c.node] = booted.node
+            scopes[c.node] = booted.scope
+            down.delete(c.node)
+            const heightAtRestart = (yield* booted.node.run(Effect.flatMap(Chain, (ch) => ch.tip))).height
+            const k = crashes.findIndex((r) => r.node === c.node && r.restartedAtMs === undefined)
+            if (k >= 0) crashes[k] = { ...crashes[k]!, restartedAtMs: t, heightAtRestart }
+          }
+        }
+      })
     const step = (ms: number) =>
       Effect.gen(function* () {
         yield* clock.advanceTo(clock.millis + ms)
@@ -460,6 +537,7 @@ const body = (options: SimOptions, clock: SimClock) =>
     const mine = (k: number) =>
       Effect.gen(function* () {
         const i = minerNodes[k]!
+        if (down.has(i)) return
         const address = addresses[i]
         const key =
           address === undefined
@@ -478,6 +556,7 @@ const body = (options: SimOptions, clock: SimClock) =>
       const from = payers[yield* rng.nextIntBetween(0, payers.length)]!
       let to = yield* rng.nextIntBetween(0, options.nodes - 1)
       if (to >= from) to += 1
+      if (down.has(from) || down.has(to)) return
       payments.attempted += 1
       const ok = yield* nodes[from]!.run(
         Effect.flatMap(Wallet, (w) => w.send(addresses[to]!, PAYMENT_UNITS)),
@@ -504,6 +583,7 @@ const body = (options: SimOptions, clock: SimClock) =>
       })
     for (let t = 0; t < options.durationMs; t += STEP_MS) {
       yield* splitOrHeal(t)
+      yield* crashOrRestart(t)
       for (let k = 0; k < minerNodes.length; k++) {
         if (nextMine[k]! <= t) {
           yield* mine(k)
@@ -515,7 +595,7 @@ const body = (options: SimOptions, clock: SimClock) =>
         nextPay += yield* expo(1000 / options.txRate)
       }
       if (t % POLL_MS === 0 && heals.some((h) => h.convergedAfter === undefined && t <= h.limit)) {
-        if (yield* converged(nodes)) {
+        if (yield* converged(live())) {
           for (const h of heals)
             if (h.convergedAfter === undefined && t <= h.limit) h.convergedAfter = t - h.at
         }
@@ -523,8 +603,16 @@ const body = (options: SimOptions, clock: SimClock) =>
       yield* clock.advanceTo(runStart + t + STEP_MS)
     }
 
-    // a heal at the run's end is still a heal
+    // a heal at the run's end is still a heal, a restart still a restart
     yield* splitOrHeal(options.durationMs)
+    for (
+      let t = options.durationMs;
+      down.size > 0 && t <= options.durationMs + SHUTDOWN_LIMIT_MS;
+      t += STEP_MS
+    ) {
+      yield* crashOrRestart(t)
+      if (down.size > 0) yield* clock.advanceTo(runStart + t + STEP_MS)
+    }
 
     // -- drain: no more mining or payments; one tip everywhere within the bound ------------------
     const drainStart = now()
@@ -633,6 +721,8 @@ const body = (options: SimOptions, clock: SimClock) =>
       clockWakes: clock.wakes,
       invariants,
       ok: invariants.every((i) => i.ok),
+      ...(crashes.length > 0 ? { crashes } : {}),
+      ...((options.clockSkewMs ?? 0) > 0 ? { clockSkewMs: skews } : {}),
     }
     return report
   })

@@ -17,6 +17,13 @@ export interface Partition {
   readonly groups: ReadonlyArray<ReadonlyArray<number>>
 }
 
+/** Crash kills `nodes` (by index) at `startMs` and restarts them from their storage at `endMs` (simulated, from the run's start). */
+export interface Crash {
+  readonly startMs: number
+  readonly endMs: number
+  readonly nodes: ReadonlyArray<number>
+}
+
 /** SimOptions are one run's settings, every duration in simulated milliseconds. */
 export interface SimOptions {
   readonly nodes: number
@@ -36,6 +43,10 @@ export interface SimOptions {
   readonly partitions: ReadonlyArray<Partition>
   /** how long after the last heal (and after mining stops) every node must be on one tip */
   readonly convergeWithinMs: number
+  /** crash-restart schedule (default none) */
+  readonly crashes?: ReadonlyArray<Crash>
+  /** each node's clock is off by a seeded amount in [-clockSkewMs, +clockSkewMs] (default 0) */
+  readonly clockSkewMs?: number
 }
 
 /** defaultSimOptions: 10 nodes, 10 simulated minutes, 2 miners at a block a minute, 50 ms links, no faults. */
@@ -127,6 +138,34 @@ export const parsePartition = (text: string): Either.Either<Partition, string> =
   return Either.right({ startMs, endMs, groups })
 }
 
+/**
+ * parseCrash reads a schedule "T1-T2:NODES": kill the nodes at T1, restart them from their storage at
+ * T2 (durations as `parseDuration` reads them), nodes a list of indices and ranges ("2m-3m:0-2").
+ */
+export const parseCrash = (text: string): Either.Either<Crash, string> => {
+  const colon = text.indexOf(":")
+  const bad = (why: string) =>
+    Either.left(`crash ${JSON.stringify(text)}: ${why} (expected "T1-T2:NODES", e.g. "2m-3m:0-2")`)
+  if (colon < 0) return bad("no ':' between the times and the nodes")
+  const times = text.slice(0, colon).split("-")
+  if (times.length !== 2) return bad("the times are not T1-T2")
+  const startMs = parseDuration(times[0] ?? "")
+  const endMs = parseDuration(times[1] ?? "")
+  if (startMs === undefined || endMs === undefined) return bad("a time is not a duration")
+  if (endMs <= startMs) return bad("the restart time is not after the crash time")
+  const nodes = parseGroup(text.slice(colon + 1))
+  if (nodes === undefined || nodes.length === 0) return bad("the nodes are not a list of node indices")
+  return Either.right({ startMs, endMs, nodes })
+}
+
+/** parseSkew reads a clock skew "60s", "±60s", "+-60s" or a number of seconds into milliseconds. */
+export const parseSkew = (value: number | string): number | undefined =>
+  typeof value === "number"
+    ? value >= 0
+      ? Math.round(value * 1000)
+      : undefined
+    : parseDuration(value.replace(/^\s*(±|\+-|\+\/-)/, ""))
+
 /** Duration in a scenario file: a number of seconds or a string like "10m". */
 const DurationField = Schema.Union(Schema.Number, Schema.String)
 const Probability = Schema.Number.pipe(Schema.between(0, 1))
@@ -151,6 +190,8 @@ export const Scenario = Schema.Struct({
   bandwidth: Schema.optional(Schema.Number.pipe(Schema.positive())),
   partition: Schema.optional(Schema.Array(Schema.String)),
   convergeWithin: Schema.optional(DurationField),
+  crash: Schema.optional(Schema.Array(Schema.String)),
+  clockSkew: Schema.optional(DurationField),
 })
 export type Scenario = typeof Scenario.Type
 
@@ -224,6 +265,18 @@ export const resolveOptions = (
         yield* Either.mapLeft(parsePartition(text), (message) => new SimOptionsError({ message })),
       )
     }
+    const crashes: Array<Crash> = []
+    for (const text of s.crash ?? []) {
+      crashes.push(yield* Either.mapLeft(parseCrash(text), (message) => new SimOptionsError({ message })))
+    }
+    const clockSkewMs = s.clockSkew === undefined ? 0 : parseSkew(s.clockSkew)
+    if (clockSkewMs === undefined) {
+      return yield* Either.left(
+        new SimOptionsError({
+          message: `clock-skew: expected a duration like "60s" or "±2h", got ${JSON.stringify(s.clockSkew)}`,
+        }),
+      )
+    }
     const options: SimOptions = {
       nodes: s.nodes ?? d.nodes,
       seed: s.seed ?? d.seed,
@@ -239,6 +292,8 @@ export const resolveOptions = (
       bandwidth: s.bandwidth ?? d.bandwidth,
       partitions,
       convergeWithinMs: yield* dur("converge-within", s.convergeWithin, d.convergeWithinMs),
+      ...(crashes.length > 0 ? { crashes } : {}),
+      ...(clockSkewMs > 0 ? { clockSkewMs } : {}),
     }
     return yield* checkOptions(options)
   })
@@ -269,6 +324,21 @@ export const checkOptions = (o: SimOptions): Either.Either<SimOptions, SimOption
     if (p.endMs > o.durationMs)
       return fail(`partition: heals at ${p.endMs} ms, after the run's ${o.durationMs} ms`)
   }
+  for (const c of o.crashes ?? []) {
+    for (const i of c.nodes) {
+      if (i >= o.nodes) return fail(`crash: node ${i} does not exist (nodes are 0-${o.nodes - 1})`)
+    }
+    if (c.endMs > o.durationMs)
+      return fail(`crash: restarts at ${c.endMs} ms, after the run's ${o.durationMs} ms`)
+  }
+  for (const [a, c] of (o.crashes ?? []).entries()) {
+    for (const d of (o.crashes ?? []).slice(a + 1)) {
+      const both = c.nodes.filter((i) => d.nodes.includes(i))
+      if (both.length > 0 && c.startMs <= d.endMs && d.startMs <= c.endMs)
+        return fail(`crash: node ${both[0]} is in two crashes that overlap`)
+    }
+  }
+  if ((o.clockSkewMs ?? 0) < 0) return fail(`clock-skew: must not be negative, got ${o.clockSkewMs}`)
   return Either.right(o)
 }
 
@@ -291,6 +361,8 @@ export const replayFlags = (o: SimOptions): string => {
       (p) => `--partition ${p.startMs}ms-${p.endMs}ms:${p.groups.map((g) => g.join(",")).join("/")}`,
     ),
     `--converge-within ${o.convergeWithinMs}ms`,
+    ...(o.crashes ?? []).map((c) => `--crash ${c.startMs}ms-${c.endMs}ms:${c.nodes.join(",")}`),
+    ...(o.clockSkewMs === undefined || o.clockSkewMs === 0 ? [] : [`--clock-skew ${o.clockSkewMs}ms`]),
   ]
   return flags.join(" ")
 }

@@ -33,6 +33,11 @@ export const formatText = (r: SimReport): string => {
     `  block propagation: ${percentileLine(r.propagation)}`,
     `  messages per node sent: ${spread(r.traffic.map((t) => t.messagesSent))}; received: ${spread(r.traffic.map((t) => t.messagesReceived))}`,
     `  bytes per node sent: ${spread(r.traffic.map((t) => t.bytesSent))}; received: ${spread(r.traffic.map((t) => t.bytesReceived))}`,
+    ...(r.crashes ?? []).map(
+      (c) =>
+        `  crash: node ${c.node} down at ${seconds(c.crashedAtMs)} (height ${c.heightAtCrash}), restarted ${c.restartedAtMs === undefined ? "never (had not stopped)" : `at ${seconds(c.restartedAtMs)} from its storage at height ${c.heightAtRestart}`}`,
+    ),
+    ...(r.clockSkewMs === undefined ? [] : [`  clock skew per node (ms): ${r.clockSkewMs.join(", ")}`]),
     `  trace ${r.traceHash} (${r.traceMessages} messages, ${r.clockWakes} timer wakes)`,
     "invariants:",
     ...r.invariants.map((i) => `  ${i.ok ? "ok  " : "FAIL"} ${i.name}: ${i.detail}`),

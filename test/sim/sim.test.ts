@@ -192,8 +192,9 @@ describe("sim options and scenario files", () => {
         Either.flatMap(decodeScenario(text, "bad.json"), (s) => resolveOptions(s, {})),
         { onLeft: (e) => e.message, onRight: () => "accepted" },
       )
-    expect(message('{"nodes": 4, "topolgy": "star", "loss": 2}')).toBe(
-      'scenario bad.json: topolgy: is unexpected, expected: "nodes" | "seed" | "duration" | "topology" | "miners" | "blockInterval" | "txRate" | "loss" | "dup" | "reorder" | "latency" | "bandwidth" | "partition" | "convergeWithin"; loss: Expected a number between 0 and 1, actual 2',
+    // the list of known keys grows with the options (crash, clock-skew, …): its start and both errors are fixed
+    expect(message('{"nodes": 4, "topolgy": "star", "loss": 2}')).toMatch(
+      /^scenario bad\.json: topolgy: is unexpected, expected: "nodes" \| "seed" \| "duration" \| "topology" \|[^;]* "convergeWithin"[^;]*; loss: Expected a number between 0 and 1, actual 2$/,
     )
     expect(message('{"nodes":')).toMatch(/^scenario bad\.json: not JSON: /)
     expect(message("[1, 2]")).toBe("scenario bad.json: expected a JSON object of options")
