@@ -78,7 +78,8 @@ const base = (config: NodeConfig, options: NodeOptions) => {
 }
 
 /** keystoreOf is the wallet's keystore: in the data directory (LMDB) or memory, with the configured passphrase. */
-const keystoreOf = (config: NodeConfig) => {
+const keystoreOf = (config: NodeConfig, options: NodeOptions) => {
+  if (options.keystore !== undefined) return options.keystore
   const passphrase = config.wallet.passphrase ?? process.env.FIBERCOIN_WALLET_PASSPHRASE
   return Keystore.layer({
     ...(config.storage === "lmdb" ? { dataDir: config.dataDir } : {}),
@@ -98,7 +99,7 @@ const lightServices = (config: NodeConfig, options: NodeOptions) => {
     Layer.provideMerge(base(config, options)),
   )
   const client = LightClientActor.layer(LightClientActor.defaultLightClientConfig(params)).pipe(
-    Layer.provideMerge(Layer.merge(chain, keystoreOf(config))),
+    Layer.provideMerge(Layer.merge(chain, keystoreOf(config, options))),
   )
   const source = Layer.effect(
     WalletActor.WalletSource,
@@ -118,7 +119,7 @@ const fullServices = (config: NodeConfig, options: NodeOptions) => {
     maxBytes: config.limits.maxMempoolBytes,
   }).pipe(Layer.provideMerge(chain))
   return WalletActor.layer({ network: params }).pipe(
-    Layer.provideMerge(Layer.merge(mempool, keystoreOf(config))),
+    Layer.provideMerge(Layer.merge(mempool, keystoreOf(config, options))),
   )
 }
 
@@ -202,6 +203,8 @@ export interface NodeOptions {
    * crash and restart, as LMDB keeps its files)
    */
   readonly store?: Layer.Layer<ChainStore>
+  /** the wallet's keystore instead of the config's (simulations: one kept across a crash and restart) */
+  readonly keystore?: Layer.Layer<Keystore.Keystore>
 }
 
 /**
