@@ -30,6 +30,8 @@ import { outpointKey } from "../consensus/utxo.js"
 import { ChainStore, makeMemoryStore } from "../layers/ChainStore.js"
 import { makeDatagramSim } from "../layers/DatagramSim.js"
 import * as Entropy from "../layers/Entropy.js"
+import * as Keystore from "../layers/Keystore.js"
+import { layerDefault } from "../layers/Signatures.js"
 import { makeSimNetwork } from "../layers/TransportSim.js"
 import { decodeBlock } from "../schema/block.js"
 import { toHex } from "../schema/hex.js"
@@ -409,6 +411,7 @@ const body = (options: SimOptions, clock: SimClock) =>
             datagramSim: udp,
             entropy: Layer.succeedContext(entropies[p.index]!),
             store: Layer.succeed(ChainStore, stores[p.index]!),
+            keystore: Layer.succeedContext(keystores[p.index]!),
             probe: (event) => recorder.observe(p.index, event),
           }),
           scope,
@@ -424,6 +427,18 @@ const body = (options: SimOptions, clock: SimClock) =>
     for (const p of placements) {
       entropies.push(yield* Layer.build(Entropy.layerSeeded(Entropy.deriveSeed(options.seed, p.host))))
     }
+    // the wallet's keys: in memory, but kept like wallet.json across a restart
+    const keystores: Array<Context.Context<Keystore.Keystore>> = []
+    for (const [i, entropy] of entropies.entries()) {
+      keystores.push(
+        yield* Layer.build(
+          Keystore.layer({ network: regtest }).pipe(
+            Layer.provide(layerDefault),
+            Layer.provide(Layer.succeedContext(entropy)),
+          ),
+        ).pipe(Effect.orDieWith((e) => new Error(`node ${i}'s keystore: ${e}`))),
+      )
+    }
     const nodes: Array<SimNode> = []
     const scopes: Array<Scope.CloseableScope> = []
     for (const p of placements) {
@@ -438,12 +453,15 @@ const body = (options: SimOptions, clock: SimClock) =>
       c.nodes.map((i) => ({ ...c, node: i, crashed: false, restarted: false })),
     )
     const crashes: Array<CrashRecord> = []
+    const balanceOf = (node: SimNode) =>
+      node.run(Effect.flatMap(Wallet, (w) => w.balance(1))).pipe(Effect.map(Number))
     const crashOrRestart = (t: number) =>
       Effect.gen(function* () {
         for (const c of crashSchedule) {
           if (!c.crashed && c.startMs <= t) {
             c.crashed = true
             const heightAtCrash = (yield* nodes[c.node]!.run(Effect.flatMap(Chain, (ch) => ch.tip))).height
+            const balanceAtCrash = yield* balanceOf(nodes[c.node]!)
             down.set(c.node, yield* Effect.fork(Scope.close(scopes[c.node]!, Exit.void)))
             crashes.push({
               node: c.node,
@@ -452,6 +470,8 @@ const body = (options: SimOptions, clock: SimClock) =>
               restartedAtMs: undefined,
               heightAtCrash,
               heightAtRestart: undefined,
+              balanceAtCrash,
+              balanceAtRestart: undefined,
             })
           }
           const closing = down.get(c.node)
@@ -471,8 +491,9 @@ const body = (options: SimOptions, clock: SimClock) =>
             scopes[c.node] = booted.scope
             down.delete(c.node)
             const heightAtRestart = (yield* booted.node.run(Effect.flatMap(Chain, (ch) => ch.tip))).height
+            const balanceAtRestart = yield* balanceOf(booted.node)
             const k = crashes.findIndex((r) => r.node === c.node && r.restartedAtMs === undefined)
-            if (k >= 0) crashes[k] = { ...crashes[k]!, restartedAtMs: t, heightAtRestart }
+            if (k >= 0) crashes[k] = { ...crashes[k]!, restartedAtMs: t, heightAtRestart, balanceAtRestart }
           }
         }
       })

@@ -16,6 +16,9 @@ export interface CrashRecord {
   /** the node's height when it was killed and when it came back from its storage (the same: storage survived) */
   readonly heightAtCrash: number
   readonly heightAtRestart: number | undefined
+  /** the wallet's confirmed balance (units) when killed and when back (the same: the keystore survived) */
+  readonly balanceAtCrash: number
+  readonly balanceAtRestart: number | undefined
 }
 
 /**

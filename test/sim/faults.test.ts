@@ -33,6 +33,7 @@ describe("sim faults: --crash and --clock-skew", () => {
         miners: 2, // nodes 0 and 3
         blockIntervalMs: 20_000,
         durationMs: 3 * 60_000,
+        txRate: 0.2, // payers 0-5 each hold a premined coin: the crashed ones must still have it
         crashes: [{ startMs: 70_000, endMs: 120_000, nodes: [1, 3, 5] }],
       }),
     )
@@ -52,8 +53,12 @@ describe("sim faults: --crash and --clock-skew", () => {
           // blocks mined before the crash came back from the node's own store, then it caught up
           expect(c.heightAtCrash).toBeGreaterThan(0)
           expect(c.heightAtRestart).toBe(c.heightAtCrash)
+          // and the wallet's keys came back with it: the same confirmed balance
+          expect(c.balanceAtRestart).toBe(c.balanceAtCrash)
         }
         expect(a.finalHeight).toBeGreaterThan(a.crashes![0]!.heightAtCrash)
+        expect(a.crashes!.filter((c) => c.balanceAtCrash > 0)).toHaveLength(3)
+        expect(a.payments.accepted).toBeGreaterThan(10)
         expect(formatText(a)).toContain("crash: node 3 down at 70.0 s")
         const b = yield* crashRun(5)
         expect(b.traceHash).toBe(a.traceHash)
