@@ -58,6 +58,12 @@ const options = {
     "clock-skew",
     'each node\'s clock off by a seeded amount within ±this, e.g. "60s" (default 0)',
   ),
+  plantedBug: Options.choice("planted-bug", ["no-reorg"]).pipe(
+    Options.withDescription(
+      "test build switch: run every node with a deliberate bug (no-reorg: never switch to a heavier branch) to prove the invariants catch it",
+    ),
+    Options.optional,
+  ),
   json: Options.boolean("json").pipe(Options.withDescription("print the report as JSON")),
   verbose: Options.boolean("verbose").pipe(Options.withDescription("print the nodes' warnings and errors")),
 }
@@ -86,6 +92,7 @@ const scenarioOfFlags = (f: Flags): Scenario => {
     convergeWithin: pick(f.convergeWithin),
     crash: f.crash.length > 0 ? f.crash : undefined,
     clockSkew: pick(f.clockSkew),
+    plantedBug: pick(f.plantedBug),
   }
   return Object.fromEntries(Object.entries(entries).filter(([, v]) => v !== undefined)) as Scenario
 }

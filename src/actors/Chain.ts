@@ -84,7 +84,15 @@ export interface ChainConfig {
   readonly maxOrphanBlocks: number
   /** …and at most this many bytes in all */
   readonly maxOrphanBytes: number
+  /**
+   * a test-only bug the simulator plants to prove its invariants catch one (never set from node.json
+   * or the node's flags): "no-reorg" keeps the active tip unless the best candidate extends it
+   */
+  readonly plantedBug?: PlantedBug
 }
+
+/** PlantedBug names a deliberate bug for the simulator's planted-bug check (tests only). */
+export type PlantedBug = "no-reorg"
 
 /** defaultChainConfig bounds the orphan pool like Core's 100-block limit, plus a byte bound. */
 export const defaultChainConfig = (params: NetworkParams): ChainConfig => ({
@@ -1037,6 +1045,11 @@ export const make = (config: ChainConfig) =>
           let fork: Node | undefined = best
           while (fork !== undefined && state.active[fork.height] !== fork) fork = fork.parent
           if (fork === undefined) break
+          if (config.plantedBug === "no-reorg" && fork !== tip) {
+            // the planted bug: a heavier side branch is never switched to
+            state.candidates.delete(best)
+            continue
+          }
           if (fork.height < state.snapshotBase) {
             // the blocks below a snapshot's base have no data to disconnect with: refuse the branch
             state.candidates.delete(best)

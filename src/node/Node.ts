@@ -95,7 +95,7 @@ const keystoreOf = (config: NodeConfig, options: NodeOptions) => {
  */
 const lightServices = (config: NodeConfig, options: NodeOptions) => {
   const params = networks[config.network]
-  const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(
+  const chain = ChainActor.layer(chainConfigOf(params, options)).pipe(
     Layer.provideMerge(base(config, options)),
   )
   const client = LightClientActor.layer(LightClientActor.defaultLightClientConfig(params)).pipe(
@@ -109,9 +109,18 @@ const lightServices = (config: NodeConfig, options: NodeOptions) => {
   return WalletActor.layerOver({ network: params }).pipe(Layer.provideMerge(pool))
 }
 
+/** chainConfigOf is the Chain's config, with the simulator's planted bug when a test asks for one. */
+const chainConfigOf = (
+  params: ChainActor.ChainConfig["params"],
+  options: NodeOptions,
+): ChainActor.ChainConfig => ({
+  ...ChainActor.defaultChainConfig(params),
+  ...(options.plantedBug === undefined ? {} : { plantedBug: options.plantedBug }),
+})
+
 const fullServices = (config: NodeConfig, options: NodeOptions) => {
   const params = networks[config.network]
-  const chain = ChainActor.layer(ChainActor.defaultChainConfig(params)).pipe(
+  const chain = ChainActor.layer(chainConfigOf(params, options)).pipe(
     Layer.provideMerge(base(config, options)),
   )
   const mempool = MempoolActor.layer({
@@ -198,6 +207,11 @@ export interface NodeOptions {
    * simulations pass `Entropy.layerSeeded`, never a production node)
    */
   readonly entropy?: Layer.Layer<Entropy.Entropy>
+  /**
+   * a deliberate bug for the simulator's planted-bug check (tests and `sim --planted-bug` only; never
+   * from node.json or the node's flags)
+   */
+  readonly plantedBug?: ChainActor.PlantedBug
   /**
    * the storage layer instead of the config's (simulations: one memory store kept across a node's
    * crash and restart, as LMDB keeps its files)

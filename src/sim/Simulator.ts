@@ -413,6 +413,7 @@ const body = (options: SimOptions, clock: SimClock) =>
             store: Layer.succeed(ChainStore, stores[p.index]!),
             keystore: Layer.succeedContext(keystores[p.index]!),
             probe: (event) => recorder.observe(p.index, event),
+            ...(options.plantedBug === undefined ? {} : { plantedBug: options.plantedBug }),
           }),
           scope,
         ).pipe(Effect.withClock(nodeClock))

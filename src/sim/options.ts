@@ -47,7 +47,15 @@ export interface SimOptions {
   readonly crashes?: ReadonlyArray<Crash>
   /** each node's clock is off by a seeded amount in [-clockSkewMs, +clockSkewMs] (default 0) */
   readonly clockSkewMs?: number
+  /**
+   * a test build switch: every node runs with this deliberate bug (`--planted-bug`), to prove the
+   * invariants catch it; never reachable from a node's own config or flags
+   */
+  readonly plantedBug?: PlantedBug
 }
+
+/** PlantedBug is a deliberate bug the planted-bug check runs with ("no-reorg": a node never switches to a heavier branch). */
+export type PlantedBug = "no-reorg"
 
 /** defaultSimOptions: 10 nodes, 10 simulated minutes, 2 miners at a block a minute, 50 ms links, no faults. */
 export const defaultSimOptions: SimOptions = {
@@ -192,6 +200,7 @@ export const Scenario = Schema.Struct({
   convergeWithin: Schema.optional(DurationField),
   crash: Schema.optional(Schema.Array(Schema.String)),
   clockSkew: Schema.optional(DurationField),
+  plantedBug: Schema.optional(Schema.Literal("no-reorg")),
 })
 export type Scenario = typeof Scenario.Type
 
@@ -294,6 +303,7 @@ export const resolveOptions = (
       convergeWithinMs: yield* dur("converge-within", s.convergeWithin, d.convergeWithinMs),
       ...(crashes.length > 0 ? { crashes } : {}),
       ...(clockSkewMs > 0 ? { clockSkewMs } : {}),
+      ...(s.plantedBug === undefined ? {} : { plantedBug: s.plantedBug }),
     }
     return yield* checkOptions(options)
   })
@@ -363,6 +373,7 @@ export const replayFlags = (o: SimOptions): string => {
     `--converge-within ${o.convergeWithinMs}ms`,
     ...(o.crashes ?? []).map((c) => `--crash ${c.startMs}ms-${c.endMs}ms:${c.nodes.join(",")}`),
     ...(o.clockSkewMs === undefined || o.clockSkewMs === 0 ? [] : [`--clock-skew ${o.clockSkewMs}ms`]),
+    ...(o.plantedBug === undefined ? [] : [`--planted-bug ${o.plantedBug}`]),
   ]
   return flags.join(" ")
 }
