@@ -6,9 +6,10 @@
  * the key), 1 for any other fatal error (one clear line).
  */
 import { readFileSync } from "node:fs"
-import { Command, Options, ValidationError } from "@effect/cli"
+import { Command, Options } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, Effect, Either, Exit, Logger, LogLevel, Option } from "effect"
+import { Effect, Either, Logger, LogLevel, Option } from "effect"
+import { exitCodeOf } from "./exitCode.js"
 import * as Node from "./node/Node.js"
 import {
   ConfigError,
@@ -189,22 +190,11 @@ const cli = Command.run(command, { name: "fibercoin", version: VERSION })
  * exitCode maps how the program ended to CONTRACT.md's codes, printing one line for a failure:
  * 2 for a config or flag error, 1 for anything else, 0 for success or a signal's interruption.
  */
-const exitCode = (exit: Exit.Exit<unknown, unknown>): number => {
-  if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return 0
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isSome(failure)) {
-    const e = failure.value
-    if (e instanceof ConfigError) {
-      console.error(`fibercoin: bad configuration: ${e.message}`)
-      return 2
-    }
-    if (ValidationError.isValidationError(e)) return 2 // @effect/cli already printed the problem
-    console.error(`fibercoin: ${e instanceof Error ? e.message : String(e)}`)
-    return 1
-  }
-  console.error(`fibercoin: fatal: ${Cause.pretty(exit.cause).split("\n")[0]}`)
-  return 1
-}
+const exitCode = exitCodeOf("fibercoin", (e) => {
+  if (!(e instanceof ConfigError)) return undefined
+  console.error(`fibercoin: bad configuration: ${e.message}`)
+  return 2
+})
 
 cli(process.argv).pipe(
   Effect.provide(NodeContext.layer),

@@ -6,9 +6,10 @@
  * bad flag or scenario file.
  */
 import { readFileSync } from "node:fs"
-import { Command, Options, ValidationError } from "@effect/cli"
+import { Command, Options } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, Console, Effect, Either, Exit, Option } from "effect"
+import { Console, Effect, Either, Option } from "effect"
+import { exitCodeOf } from "./exitCode.js"
 import { decodeScenario, resolveOptions, type Scenario, SimOptionsError } from "./sim/options.js"
 import { formatJson, formatText } from "./sim/report.js"
 import { runSim } from "./sim/Simulator.js"
@@ -126,23 +127,12 @@ const command = Command.make("fibercoin-sim", options, (flags) =>
 
 const cli = Command.run(command, { name: "fibercoin-sim", version: VERSION })
 
-const exitCode = (exit: Exit.Exit<unknown, unknown>): number => {
-  if (Exit.isSuccess(exit) || Cause.isInterruptedOnly(exit.cause)) return 0
-  const failure = Cause.failureOption(exit.cause)
-  if (Option.isSome(failure)) {
-    const e = failure.value
-    if (e instanceof SimFailed) return 1
-    if (e instanceof SimOptionsError) {
-      console.error(`fibercoin-sim: ${e.message}`)
-      return 2
-    }
-    if (ValidationError.isValidationError(e)) return 2
-    console.error(`fibercoin-sim: ${e instanceof Error ? e.message : String(e)}`)
-    return 1
-  }
-  console.error(`fibercoin-sim: fatal: ${Cause.pretty(exit.cause).split("\n")[0]}`)
-  return 1
-}
+const exitCode = exitCodeOf("fibercoin-sim", (e) => {
+  if (e instanceof SimFailed) return 1 // the report said why
+  if (!(e instanceof SimOptionsError)) return undefined
+  console.error(`fibercoin-sim: ${e.message}`)
+  return 2
+})
 
 cli(process.argv).pipe(
   Effect.provide(NodeContext.layer),
