@@ -1,5 +1,6 @@
 import { ValidationError } from "@effect/cli"
-import { Cause, Exit, Option } from "effect"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { Cause, Effect, Exit, Option } from "effect"
 
 /**
  * exitCodeOf maps a program's end to CONTRACT.md's exit codes and prints one line for a failure:
@@ -23,3 +24,13 @@ export const exitCodeOf =
     console.error(`${name}: fatal: ${Cause.pretty(exit.cause).split("\n")[0]}`)
     return 1
   }
+
+/** runProgram runs a command-line program on Node and exits with `exitCode`'s answer for how it ended. */
+export const runProgram = (
+  program: Effect.Effect<unknown, unknown, NodeContext.NodeContext>,
+  exitCode: (exit: Exit.Exit<unknown, unknown>) => number,
+): void =>
+  NodeRuntime.runMain(Effect.provide(program, NodeContext.layer), {
+    disableErrorReporting: true,
+    teardown: (exit, onExit) => onExit(exitCode(exit)),
+  })

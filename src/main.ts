@@ -7,9 +7,8 @@
  */
 import { readFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Effect, Either, Logger, LogLevel, Option } from "effect"
-import { exitCodeOf } from "./exitCode.js"
+import { exitCodeOf, runProgram } from "./exitCode.js"
 import * as Node from "./node/Node.js"
 import {
   ConfigError,
@@ -196,10 +195,4 @@ const exitCode = exitCodeOf("fibercoin", (e) => {
   return 2
 })
 
-cli(process.argv).pipe(
-  Effect.provide(NodeContext.layer),
-  NodeRuntime.runMain({
-    disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(exitCode(exit)),
-  }),
-)
+runProgram(cli(process.argv), exitCode)

@@ -7,9 +7,8 @@
  */
 import { readFileSync } from "node:fs"
 import { Command, Options } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { Console, Effect, Either, Option } from "effect"
-import { exitCodeOf } from "./exitCode.js"
+import { exitCodeOf, runProgram } from "./exitCode.js"
 import { decodeScenario, resolveOptions, type Scenario, SimOptionsError } from "./sim/options.js"
 import { formatJson, formatText } from "./sim/report.js"
 import { runSim } from "./sim/Simulator.js"
@@ -134,10 +133,4 @@ const exitCode = exitCodeOf("fibercoin-sim", (e) => {
   return 2
 })
 
-cli(process.argv).pipe(
-  Effect.provide(NodeContext.layer),
-  NodeRuntime.runMain({
-    disableErrorReporting: true,
-    teardown: (exit, onExit) => onExit(exitCode(exit)),
-  }),
-)
+runProgram(cli(process.argv), exitCode)
