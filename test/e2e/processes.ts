@@ -42,7 +42,10 @@ export interface NodeHandle {
   output: string
 }
 
-/** startNode runs `node dist/main.js` as a full node (no background mining) and waits until its RPC answers. */
+/**
+ * startNode runs `node dist/main.js` as a full node (no background mining, unless `extra` names another
+ * `--role`) and waits until its RPC answers.
+ */
 export const startNode = async (
   running: Array<ChildProcess>,
   dataDir: string,
@@ -60,8 +63,7 @@ export const startNode = async (
       `127.0.0.1:${rpc}`,
       "--listen",
       `127.0.0.1:${p2p}`,
-      "--role",
-      "full",
+      ...(extra.includes("--role") ? [] : ["--role", "full"]),
       // a free UDP port of its own (several nodes run on this machine), unless the test sets one
       ...(extra.includes("--udp") ? [] : ["--udp", "127.0.0.1:0"]),
       ...extra,
@@ -83,11 +85,11 @@ export const startNode = async (
   child.stderr!.on("data", (d: Buffer) => {
     handle.output += d.toString()
   })
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 200 && child.exitCode === null; i++) {
     if ((await cliAsync(handle, "getblockcount")).status === 0) return handle
     await new Promise((r) => setTimeout(r, 100))
   }
-  throw new Error(`node did not answer RPC: ${handle.output}`)
+  throw new Error(`node did not answer RPC (exit ${child.exitCode}): ${handle.output}`)
 }
 
 /**
@@ -254,52 +256,13 @@ export const startWrappedNode = async (
  * startLightNode runs `node dist/main.js --role light` (issue 9: headers only, the blocks its filters
  * match fetched on demand) with its own RPC, P2P and UDP ports, and waits until its RPC answers.
  */
-export const startLightNode = async (
+export const startLightNode = (
   running: Array<ChildProcess>,
   dataDir: string,
   rpc: number,
   p2p: number,
   extra: ReadonlyArray<string> = [],
-): Promise<NodeHandle> => {
-  const child = spawn(
-    process.execPath,
-    [
-      "dist/main.js",
-      "--datadir",
-      dataDir,
-      "--rpc",
-      `127.0.0.1:${rpc}`,
-      "--listen",
-      `127.0.0.1:${p2p}`,
-      "--udp",
-      "127.0.0.1:0",
-      "--role",
-      "light",
-      ...extra,
-    ],
-    { cwd: root, stdio: ["ignore", "pipe", "pipe"] },
-  )
-  running.push(child)
-  const handle: NodeHandle = {
-    dataDir,
-    rpc,
-    p2p,
-    process: child,
-    exited: new Promise((resolve) => child.on("exit", (code) => resolve(code))),
-    output: "",
-  }
-  child.stdout!.on("data", (d: Buffer) => {
-    handle.output += d.toString()
-  })
-  child.stderr!.on("data", (d: Buffer) => {
-    handle.output += d.toString()
-  })
-  for (let i = 0; i < 200 && child.exitCode === null; i++) {
-    if ((await cliAsync(handle, "getblockcount")).status === 0) return handle
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`light node did not answer RPC (exit ${child.exitCode}): ${handle.output}`)
-}
+): Promise<NodeHandle> => startNode(running, dataDir, rpc, p2p, ["--role", "light", ...extra])
 
 /** dirBytes sums the sizes of the files under `dir`, recursively (what `du --apparent-size` counts). */
 export const dirBytes = (dir: string): number =>
