@@ -47,6 +47,29 @@ const runFor = <A, E, R>(effect: Effect.Effect<A, E, R>, maxMs = 60_000, stepMs 
     return yield* Fiber.join(fiber)
   })
 
+/**
+ * twoNats is the simulated networks of the peer tests (seeded, 20 ms links, simulated time started):
+ * A and B each behind its own port-restricted NAT, and the rendezvous server's address.
+ */
+const twoNats = (seed: number) =>
+  Effect.gen(function* () {
+    yield* simTime
+    const tcp = yield* makeSimNetwork({ seed, defaultLink: { latency: "20 millis" } })
+    const udp = yield* makeDatagramSim({ seed, defaultLink: { latency: "20 millis" } })
+    for (const [pub, priv] of [
+      [A_PUBLIC, A_PRIVATE],
+      [B_PUBLIC, B_PRIVATE],
+    ] as const) {
+      yield* udp.addNat({
+        publicHost: pub,
+        type: "port-restricted",
+        privateHosts: [priv],
+        mappingTimeout: MAPPING_TIMEOUT_MS,
+      })
+    }
+    return { tcp, udp, server: { host: SERVER, port: UDP_PORT } }
+  })
+
 /** advance moves the TestClock `ms` forward in 1-second steps, letting every timer on the way run. */
 const advance = (ms: number) =>
   Effect.gen(function* () {
@@ -140,21 +163,7 @@ describe("the node's UDP stack on a simulated network with NATs (TestClock)", ()
     () =>
       quiet(
         Effect.gen(function* () {
-          yield* simTime
-          const tcp = yield* makeSimNetwork({ seed: 9, defaultLink: { latency: "20 millis" } })
-          const udp = yield* makeDatagramSim({ seed: 9, defaultLink: { latency: "20 millis" } })
-          const server = { host: SERVER, port: UDP_PORT }
-          for (const [pub, priv] of [
-            [A_PUBLIC, A_PRIVATE],
-            [B_PUBLIC, B_PRIVATE],
-          ] as const) {
-            yield* udp.addNat({
-              publicHost: pub,
-              type: "port-restricted",
-              privateHosts: [priv],
-              mappingTimeout: MAPPING_TIMEOUT_MS,
-            })
-          }
+          const { tcp, udp, server } = yield* twoNats(9)
           yield* startNode(tcp, simConfig(SERVER), { datagramSim: udp })
           const nat = (host: string) => ({
             ...simConfig(host),
@@ -220,21 +229,7 @@ describe("the node's UDP stack on a simulated network with NATs (TestClock)", ()
     () =>
       quiet(
         Effect.gen(function* () {
-          yield* simTime
-          const tcp = yield* makeSimNetwork({ seed: 10, defaultLink: { latency: "20 millis" } })
-          const udp = yield* makeDatagramSim({ seed: 10, defaultLink: { latency: "20 millis" } })
-          const server = { host: SERVER, port: UDP_PORT }
-          for (const [pub, priv] of [
-            [A_PUBLIC, A_PRIVATE],
-            [B_PUBLIC, B_PRIVATE],
-          ] as const) {
-            yield* udp.addNat({
-              publicHost: pub,
-              type: "port-restricted",
-              privateHosts: [priv],
-              mappingTimeout: MAPPING_TIMEOUT_MS,
-            })
-          }
+          const { tcp, udp, server } = yield* twoNats(10)
           const s = yield* startNode(tcp, simConfig(SERVER), { datagramSim: udp })
           // A and B: a TCP connection out to S (their NATs let that through) and S as rendezvous server;
           // nobody tells either of them about the other
